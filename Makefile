@@ -1,0 +1,46 @@
+# The one entry point for people and CI. `make help` lists the targets.
+#
+# Every target builds with the release profile into one target folder, so that DuckDB's C++
+# (45 minutes on 2 cores) is compiled once per machine and shared by tests, demo and benchmarks.
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ldsync-target
+CARGO ?= cargo
+CARGO_FLAGS := --release --locked
+LDSYNC := $(CARGO_TARGET_DIR)/release/ldsync
+
+.DEFAULT_GOAL := help
+.PHONY: help build fmt check test check-syncs validate-syncs demo bench ci
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## Build the ldsync binary (release)
+	$(CARGO) build $(CARGO_FLAGS) -p ldsync-cli
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+check: ## Format check, clippy with -D warnings, docs with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc $(CARGO_FLAGS) --workspace --no-deps
+
+test: ## Run every test: unit, integration, end to end
+	$(CARGO) test $(CARGO_FLAGS) --workspace
+	@# The tests built the binary; validating with it spares a second build.
+	$(MAKE) --no-print-directory validate-syncs
+
+check-syncs: build validate-syncs ## Validate ldsync.toml and every file in syncs/
+
+validate-syncs:
+	LD_ACCESS_TOKEN="$${LD_ACCESS_TOKEN:-check-syncs-token}" \
+	WAREHOUSE_URL="$${WAREHOUSE_URL:-postgres://ldsync@127.0.0.1:5432/analytics}" \
+	$(LDSYNC) --config ldsync.toml validate
+
+demo: build ## Run the main job on the embedded default (DuckDB warehouse, local emulator)
+	./scripts/demo.sh "$(LDSYNC)"
+
+bench: build ## Run the benchmarks; numbers go to docs/benchmarks.md
+	./scripts/bench.sh "$(LDSYNC)"
+
+ci: check test ## What CI runs

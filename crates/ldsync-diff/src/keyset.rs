@@ -1,0 +1,110 @@
+//! A set of keys in one arena, ordered by fingerprint.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The fingerprint that orders keys: xxh3, 64 bits.
+pub fn fingerprint(key: &[u8]) -> u64 {
+    xxh3_64(key)
+}
+
+/// Distinct keys, ordered by (fingerprint, bytes), stored in one arena.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySet {
+    arena: Vec<u8>,
+    /// `ends[i]` is where key `i` ends in the arena; it starts where key `i - 1` ends.
+    ends: Vec<u64>,
+    fingerprints: Vec<u64>,
+}
+
+impl KeySet {
+    /// Collects keys in any order; duplicates collapse to one.
+    pub fn from_keys<K: AsRef<[u8]>>(keys: impl IntoIterator<Item = K>) -> Self {
+        let mut unsorted = Self::default();
+        for key in keys {
+            unsorted.push_unsorted(key.as_ref());
+        }
+        unsorted.sorted()
+    }
+
+    fn push_unsorted(&mut self, key: &[u8]) {
+        self.arena.extend_from_slice(key);
+        self.ends.push(self.arena.len() as u64);
+        self.fingerprints.push(fingerprint(key));
+    }
+
+    /// Orders the keys and drops duplicates.
+    fn sorted(self) -> Self {
+        let mut order: Vec<u32> =
+            (0..u32::try_from(self.len()).expect("a key set holds fewer than 2^32 keys")).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            self.fingerprints[a]
+                .cmp(&self.fingerprints[b])
+                .then_with(|| self.key(a).cmp(self.key(b)))
+        });
+        order.dedup_by(|a, b| self.key(*a as usize) == self.key(*b as usize));
+        let mut sorted = Self {
+            arena: Vec::with_capacity(self.arena.len()),
+            ends: Vec::with_capacity(order.len()),
+            fingerprints: Vec::with_capacity(order.len()),
+        };
+        for index in order {
+            let index = index as usize;
+            sorted.arena.extend_from_slice(self.key(index));
+            sorted.ends.push(sorted.arena.len() as u64);
+            sorted.fingerprints.push(self.fingerprints[index]);
+        }
+        sorted
+    }
+
+    /// How many distinct keys the set holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of key `index`, in (fingerprint, bytes) order.
+    pub fn key(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the arena fits in memory, so in usize"
+        )]
+        let range = start as usize..self.ends[index] as usize;
+        &self.arena[range]
+    }
+
+    /// The fingerprint of key `index`.
+    pub fn fingerprint(&self, index: usize) -> u64 {
+        self.fingerprints[index]
+    }
+
+    /// Whether the set holds `key`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let target = (fingerprint(key), key);
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match (self.fingerprints[mid], self.key(mid)).cmp(&target) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+
+    /// The keys, in (fingerprint, bytes) order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|index| self.key(index))
+    }
+
+    /// Bytes of memory the set holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity() + 8 * self.ends.capacity() + 8 * self.fingerprints.capacity()
+    }
+}

@@ -1,0 +1,18 @@
+//! The ldsync engine: runs one sync through the pipeline, top to bottom.
+//!
+//! query → stage → diff → journal → deliver → commit. The engine is generic over the core
+//! traits; the binary picks the concrete sources and clients. Each run has a [`RunId`] and
+//! ends in a [`RunOutcome`]; its progress is a sequence of [`Step`]s.
+//!
+//! ```
+//! use ldsync_engine::{RunId, Step};
+//!
+//! let run = RunId::new();
+//! assert!(run.to_string().len() > 16);
+//! assert_eq!(Step::ALL.first(), Some(&Step::Query));
+//! assert_eq!(Step::Commit.to_string(), "commit");
+//! ```
+
+mod run;
+
+pub use run::{RunId, RunOutcome, Step};

@@ -1,0 +1,33 @@
+//! The rate-limited LaunchDarkly client of ldsync: the deliver step of the pipeline.
+//!
+//! One [`LaunchDarklyClient`] serves every sync of a process. Every attempt, retries included,
+//! first waits on the [`Limiter`] (one governor limiter per route and one for the account,
+//! paced by LaunchDarkly's `X-Ratelimit-*` headers); every answer goes through the pure
+//! [`retry::retry_action`], which decides between done, retry after a delay, and fail.
+//!
+//! ```no_run
+//! use ldsync_core::Secret;
+//! use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient};
+//!
+//! # async fn check() -> Result<(), ldsync_launchdarkly::Error> {
+//! let client = LaunchDarklyClient::new(ClientOptions::new(
+//!     "https://app.launchdarkly.com",
+//!     "https://events.launchdarkly.com",
+//!     Secret::new(std::env::var("LD_ACCESS_TOKEN").unwrap_or_default()),
+//! ))?;
+//! let environment = client.get_environment("default", "production").await?;
+//! println!("client-side ID {}", environment.id);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod limiter;
+mod model;
+pub mod retry;
+
+pub use client::{ClientOptions, LaunchDarklyClient, Route, API_VERSION, USER_AGENT};
+pub use error::{Error, Result};
+pub use limiter::{Limiter, LimiterOptions, RateLimitHeaders};
+pub use model::EnvironmentRep;
+pub use retry::{RetryAction, RetryPolicy};

@@ -1,0 +1,335 @@
+//! PostgreSQL, and every engine that speaks its wire protocol, through tokio-postgres.
+
+use std::{error::Error as _, str::FromStr, sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures_util::{pin_mut, TryStreamExt};
+use ldsync_core::{BatchStream, RowBatch, Secret, Source, Value};
+use tokio_postgres::{
+    types::{to_sql_checked, FromSql, IsNull, ToSql, Type},
+    Client, Config, NoTls, Row,
+};
+
+use crate::{Error, Result};
+
+const ENGINE: &str = "postgres";
+
+/// A PostgreSQL-wire warehouse.
+#[derive(Debug, Clone)]
+pub struct PostgresSource {
+    config: Config,
+    statement_timeout: Duration,
+}
+
+impl PostgresSource {
+    /// A source for the connection string `url` (a URL or `key=value` pairs); queries running
+    /// longer than `statement_timeout` are cancelled by the server.
+    pub fn new(url: &Secret, statement_timeout: Duration) -> Result<Self> {
+        let config = Config::from_str(url.expose()).map_err(|err| Error::Connect {
+            engine: ENGINE,
+            // The parser's message never holds the string itself, so it is safe to show.
+            message: format!("invalid connection string: {err}"),
+        })?;
+        Ok(Self { config, statement_timeout })
+    }
+
+    /// Opens a session, with the statement timeout set.
+    async fn connect(&self) -> Result<Client> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(connect_error)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "The PostgreSQL connection closed.");
+            }
+        });
+        let millis = self.statement_timeout.as_millis();
+        client
+            .batch_execute(&format!("set statement_timeout = {millis}"))
+            .await
+            .map_err(query_error)?;
+        Ok(client)
+    }
+
+    async fn run_query(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch_rows: usize,
+        sender: &tokio::sync::mpsc::Sender<Result<RowBatch>>,
+    ) -> Result<()> {
+        let client = self.connect().await?;
+        let statement = client.prepare(sql).await.map_err(query_error)?;
+        let columns: Arc<[String]> =
+            statement.columns().iter().map(|c| c.name().to_owned()).collect();
+        let decoders = statement
+            .columns()
+            .iter()
+            .map(|c| Decoder::for_type(c.name(), c.type_()))
+            .collect::<Result<Vec<_>>>()?;
+        let params: Vec<Param<'_>> = params.iter().map(Param).collect();
+        let rows = client.query_raw(&statement, params.iter()).await.map_err(query_error)?;
+        pin_mut!(rows);
+        let mut batch = Vec::with_capacity(batch_rows);
+        while let Some(row) = rows.try_next().await.map_err(query_error)? {
+            batch.push(decode_row(&row, &decoders)?);
+            if batch.len() == batch_rows {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                let rows = RowBatch { columns: Arc::clone(&columns), rows: full };
+                if sender.send(Ok(rows)).await.is_err() {
+                    // The reader went away: dropping the stream ends the query.
+                    return Ok(());
+                }
+            }
+        }
+        if !batch.is_empty() {
+            // A closed receiver means the reader stopped early; nothing is left to do.
+            let _ = sender.send(Ok(RowBatch { columns, rows: batch })).await;
+        }
+        Ok(())
+    }
+}
+
+impl Source for PostgresSource {
+    type Error = Error;
+
+    async fn healthcheck(&self) -> Result<()> {
+        let client = self.connect().await?;
+        let row = client.query_one("select 1::int4", &[]).await.map_err(query_error)?;
+        let one: i32 = row.get(0);
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(Error::Internal { engine: ENGINE, message: format!("`select 1` returned {one}") })
+        }
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        batch_rows: usize,
+    ) -> BatchStream<'a, Error> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let source = self.clone();
+        let sql = sql.to_owned();
+        let params = params.to_vec();
+        let batch_rows = batch_rows.max(1);
+        tokio::spawn(async move {
+            if let Err(error) = source.run_query(&sql, &params, batch_rows, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        crate::duckdb::receiver_stream(receiver)
+    }
+}
+
+fn connect_error(err: tokio_postgres::Error) -> Error {
+    if err.as_db_error().is_some() {
+        return query_error(err);
+    }
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::Connect { engine: ENGINE, message }
+}
+
+fn query_error(err: tokio_postgres::Error) -> Error {
+    let Some(db) = err.as_db_error() else {
+        if err.is_closed() {
+            return Error::Connect { engine: ENGINE, message: "the connection was closed".into() };
+        }
+        return Error::Query {
+            engine: ENGINE,
+            sqlstate: None,
+            message: err.source().map_or_else(|| err.to_string(), ToString::to_string),
+            position: None,
+            retryable: false,
+        };
+    };
+    let code = db.code().code();
+    // Connection exceptions, serialization failures, deadlocks, cancellations and shutdowns
+    // can pass on their own; everything else is the query's or the schema's to fix.
+    let retryable = code.starts_with("08")
+        || matches!(code, "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "53300");
+    let position = match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(at)) => Some(*at),
+        _ => None,
+    };
+    Error::Query {
+        engine: ENGINE,
+        sqlstate: Some(code.to_owned()),
+        message: db.message().to_owned(),
+        position,
+        retryable,
+    }
+}
+
+/// How one column's values are read.
+#[derive(Debug, Clone, Copy)]
+enum Decoder {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    Text,
+    Timestamp,
+    TimestampTz,
+    Date,
+    Json,
+    Uuid,
+}
+
+impl Decoder {
+    fn for_type(column: &str, ty: &Type) -> Result<Self> {
+        Ok(match *ty {
+            Type::BOOL => Self::Bool,
+            Type::INT2 => Self::Int2,
+            Type::INT4 => Self::Int4,
+            Type::INT8 => Self::Int8,
+            Type::FLOAT4 => Self::Float4,
+            Type::FLOAT8 => Self::Float8,
+            Type::NUMERIC => Self::Numeric,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => Self::Text,
+            Type::TIMESTAMP => Self::Timestamp,
+            Type::TIMESTAMPTZ => Self::TimestampTz,
+            Type::DATE => Self::Date,
+            Type::JSON | Type::JSONB => Self::Json,
+            Type::UUID => Self::Uuid,
+            _ => {
+                return Err(Error::UnsupportedType {
+                    column: column.to_owned(),
+                    type_name: ty.name().to_owned(),
+                })
+            }
+        })
+    }
+}
+
+fn decode_row(row: &Row, decoders: &[Decoder]) -> Result<Vec<Value>> {
+    decoders.iter().enumerate().map(|(i, decoder)| decode_value(row, i, *decoder)).collect()
+}
+
+fn decode_value(row: &Row, i: usize, decoder: Decoder) -> Result<Value> {
+    fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<Option<T>> {
+        row.try_get::<_, Option<T>>(i).map_err(query_error)
+    }
+    let value = match decoder {
+        Decoder::Bool => get::<bool>(row, i)?.map(Value::Bool),
+        Decoder::Int2 => get::<i16>(row, i)?.map(|v| Value::Int(v.into())),
+        Decoder::Int4 => get::<i32>(row, i)?.map(|v| Value::Int(v.into())),
+        Decoder::Int8 => get::<i64>(row, i)?.map(Value::Int),
+        Decoder::Float4 => get::<f32>(row, i)?.map(|v| Value::Float(v.into())),
+        Decoder::Float8 => get::<f64>(row, i)?.map(Value::Float),
+        Decoder::Numeric => get::<Numeric>(row, i)?.map(|n| Value::Float(n.0)),
+        Decoder::Text => get::<String>(row, i)?.map(Value::Text),
+        Decoder::Timestamp => get::<NaiveDateTime>(row, i)?
+            .map(|t| Value::TimestampMillis(t.and_utc().timestamp_millis())),
+        Decoder::TimestampTz => {
+            get::<DateTime<Utc>>(row, i)?.map(|t| Value::TimestampMillis(t.timestamp_millis()))
+        }
+        Decoder::Date => get::<NaiveDate>(row, i)?.map(|d| {
+            Value::TimestampMillis(
+                d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()),
+            )
+        }),
+        Decoder::Json => get::<serde_json::Value>(row, i)?.map(Value::Json),
+        Decoder::Uuid => get::<uuid::Uuid>(row, i)?.map(|u| Value::Text(u.to_string())),
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+/// A `numeric` read as the nearest `f64`.
+struct Numeric(f64);
+
+impl<'a> FromSql<'a> for Numeric {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        // Binary numeric: ndigits, weight, sign, dscale (i16 each), then base-10000 digits.
+        let field =
+            |at: usize| -> std::result::Result<i16, Box<dyn std::error::Error + Sync + Send>> {
+                let bytes = raw.get(at..at + 2).ok_or("truncated numeric")?;
+                Ok(i16::from_be_bytes([bytes[0], bytes[1]]))
+            };
+        let ndigits = usize::try_from(field(0)?).map_err(|_| "invalid numeric")?;
+        let weight = i32::from(field(2)?);
+        let sign = u16::from_be_bytes([raw[4], raw[5]]);
+        if sign == 0xC000 {
+            return Ok(Self(f64::NAN));
+        }
+        let mut value = 0.0_f64;
+        for k in 0..ndigits {
+            let digit = f64::from(field(8 + 2 * k)?);
+            let power = weight - i32::try_from(k).map_err(|_| "invalid numeric")?;
+            value += digit * 10_000_f64.powi(power);
+        }
+        Ok(Self(if sign == 0x4000 { -value } else { value }))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+/// A query parameter, converted to whatever type the prepared statement expects.
+#[derive(Debug)]
+struct Param<'a>(&'a Value);
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let mismatch = || -> Box<dyn std::error::Error + Sync + Send> {
+            format!(
+                "cannot bind a {} value where the query expects `{}`",
+                self.0.type_name(),
+                ty.name()
+            )
+            .into()
+        };
+        match (self.0, ty) {
+            (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Bool(v), &Type::BOOL) => v.to_sql(ty, out),
+            (Value::Int(v), &Type::INT8) => v.to_sql(ty, out),
+            (Value::Int(v), &Type::INT4) => {
+                i32::try_from(*v).map_err(|_| mismatch())?.to_sql(ty, out)
+            }
+            (Value::Int(v), &Type::INT2) => {
+                i16::try_from(*v).map_err(|_| mismatch())?.to_sql(ty, out)
+            }
+            #[expect(clippy::cast_precision_loss, reason = "a float column asks for a float")]
+            (Value::Int(v), &Type::FLOAT8) => (*v as f64).to_sql(ty, out),
+            (Value::Float(v), &Type::FLOAT8) => v.to_sql(ty, out),
+            (Value::Text(v), _) if <String as ToSql>::accepts(ty) => v.to_sql(ty, out),
+            (Value::Json(v), &Type::JSON | &Type::JSONB) => v.to_sql(ty, out),
+            (Value::TimestampMillis(ms), _) => {
+                let instant = DateTime::<Utc>::from_timestamp_millis(*ms).ok_or_else(mismatch)?;
+                match *ty {
+                    Type::TIMESTAMPTZ => instant.to_sql(ty, out),
+                    Type::TIMESTAMP => instant.naive_utc().to_sql(ty, out),
+                    Type::DATE => instant.date_naive().to_sql(ty, out),
+                    Type::INT8 => ms.to_sql(ty, out),
+                    Type::TEXT | Type::VARCHAR => instant.to_rfc3339().to_sql(ty, out),
+                    _ => Err(mismatch()),
+                }
+            }
+            _ => Err(mismatch()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}

@@ -1,0 +1,124 @@
+//! The embedded state folder and its format version.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use ldsync_core::SyncName;
+
+use crate::{error::io, Error, Result, SyncLock};
+
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The file that marks a folder as ldsync state and names its format version.
+const MARKER: &str = "VERSION";
+/// What the marker file says before the version number.
+const MARKER_PREFIX: &str = "ldsync-state ";
+
+/// An open embedded state folder.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// Opens the folder, creating it (readable by its owner only) when it does not exist.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        if !path.exists() {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&path).map_err(io(&path))?;
+        }
+        let marker = path.join(MARKER);
+        match fs::read_to_string(&marker) {
+            Ok(text) => check_marker(&path, &marker, &text)?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let has_files = fs::read_dir(&path).map_err(io(&path))?.next().is_some();
+                if has_files {
+                    return Err(Error::NotAStateDir { path, marker: MARKER });
+                }
+                write_private(&marker, format!("{MARKER_PREFIX}{FORMAT_VERSION}\n").as_bytes())?;
+            }
+            Err(error) => return Err(io(&marker)(error)),
+        }
+        Ok(Self { path })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder that holds `sync`'s files, created on first use.
+    pub fn sync_dir(&self, sync: &SyncName) -> Result<PathBuf> {
+        let dir = self.path.join("syncs").join(sync.as_str());
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        Ok(dir)
+    }
+
+    /// Takes the lock that keeps a second process from running `sync` at the same time.
+    pub fn lock_sync(&self, sync: &SyncName) -> Result<SyncLock> {
+        SyncLock::acquire(&self.sync_dir(sync)?.join("lock"), sync)
+    }
+}
+
+fn check_marker(dir: &Path, marker: &Path, text: &str) -> Result<()> {
+    let Some(version) = text.trim().strip_prefix(MARKER_PREFIX) else {
+        return Err(Error::Corrupt {
+            path: marker.to_path_buf(),
+            reason: format!("expected `{MARKER_PREFIX}<version>`"),
+        });
+    };
+    if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
+        return Err(Error::IncompatibleVersion {
+            path: dir.to_path_buf(),
+            found: version.to_owned(),
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Writes a file readable and writable by its owner only.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    fs::write(path, contents).map_err(io(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_new_folder_is_private_and_marked() {
+        let temp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(temp.path().join("state")).unwrap();
+        let mode = fs::metadata(state.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let marker = fs::read_to_string(state.path().join(MARKER)).unwrap();
+        assert_eq!(marker, "ldsync-state 1\n");
+        // Opening again accepts the folder it made.
+        StateDir::open(temp.path().join("state")).unwrap();
+    }
+
+    #[test]
+    fn foreign_newer_and_corrupt_folders_are_refused() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join("notes.txt"), "hello").unwrap();
+        let err = StateDir::open(temp.path()).unwrap_err();
+        assert!(matches!(err, Error::NotAStateDir { .. }), "{err}");
+
+        let newer = tempfile::tempdir().unwrap();
+        fs::write(newer.path().join(MARKER), "ldsync-state 99\n").unwrap();
+        let err = StateDir::open(newer.path()).unwrap_err();
+        assert!(err.to_string().contains("has format version 99"), "{err}");
+
+        let corrupt = tempfile::tempdir().unwrap();
+        fs::write(corrupt.path().join(MARKER), "\0\0garbage").unwrap();
+        let err = StateDir::open(corrupt.path()).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+}

@@ -1,0 +1,76 @@
+//! Errors of the state store.
+
+use std::path::PathBuf;
+
+use ldsync_core::{Classify, ErrorDomain};
+
+/// Why the state store could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or folder of the state store could not be read or written.
+    #[error("cannot use state file `{}`", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The folder holds files but no ldsync version marker: it is not ours to write into.
+    #[error("`{}` is not an ldsync state folder (it has files but no `{marker}`): point `[state] path` at an empty or new folder", path.display())]
+    NotAStateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The version marker's file name.
+        marker: &'static str,
+    },
+    /// The folder was written by a format version this ldsync does not read.
+    #[error("state folder `{}` has format version {found}, and this ldsync reads version {supported}: use a matching ldsync, or move the folder away to start over", path.display())]
+    IncompatibleVersion {
+        /// The folder.
+        path: PathBuf,
+        /// The version found.
+        found: String,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A state file is damaged.
+    #[error("state file `{}` is corrupt: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Another process is running the sync.
+    #[error("sync `{sync}` is already running ({holder}); wait for it to finish")]
+    Locked {
+        /// The sync.
+        sync: String,
+        /// Who holds the lock, as the lock file says.
+        holder: String,
+    },
+}
+
+impl Classify for Error {
+    fn domain(&self) -> ErrorDomain {
+        match self {
+            Self::Io { .. } | Self::Locked { .. } => ErrorDomain::External,
+            Self::NotAStateDir { .. } | Self::IncompatibleVersion { .. } => ErrorDomain::Config,
+            Self::Corrupt { .. } => ErrorDomain::Internal,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        matches!(self, Self::Locked { .. })
+    }
+}
+
+/// The result of a state store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the test fixtures; one binary, one module per fixture.
+
+mod postgres;
