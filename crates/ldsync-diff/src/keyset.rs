@@ -7,6 +7,39 @@ pub fn fingerprint(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
 
+/// Collects keys in any order; [`KeySetBuilder::build`] orders them and drops duplicates.
+#[derive(Debug, Default)]
+pub struct KeySetBuilder {
+    unsorted: KeySet,
+}
+
+impl KeySetBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key.
+    pub fn push(&mut self, key: &[u8]) {
+        self.unsorted.push_unsorted(key);
+    }
+
+    /// Keys pushed so far, duplicates included.
+    pub fn len(&self) -> usize {
+        self.unsorted.len()
+    }
+
+    /// Whether nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.unsorted.is_empty()
+    }
+
+    /// The ordered, distinct set.
+    pub fn build(self) -> KeySet {
+        self.unsorted.sorted()
+    }
+}
+
 /// Distinct keys, ordered by (fingerprint, bytes), stored in one arena.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySet {
@@ -30,6 +63,47 @@ impl KeySet {
         self.arena.extend_from_slice(key);
         self.ends.push(self.arena.len() as u64);
         self.fingerprints.push(fingerprint(key));
+    }
+
+    /// Rebuilds a set from its parts, checking that they describe an ordered set.
+    pub(crate) fn from_parts(
+        arena: Vec<u8>,
+        ends: Vec<u64>,
+        fingerprints: Vec<u64>,
+    ) -> Result<Self, &'static str> {
+        let set = Self { arena, ends, fingerprints };
+        let mut start = 0;
+        for (index, &end) in set.ends.iter().enumerate() {
+            if end < start || end > set.arena.len() as u64 {
+                return Err("key offsets out of range");
+            }
+            start = end;
+            if set.fingerprints[index] != fingerprint(set.key(index)) {
+                return Err("a fingerprint does not match its key");
+            }
+            if index > 0
+                && (set.fingerprints[index - 1], set.key(index - 1))
+                    >= (set.fingerprints[index], set.key(index))
+            {
+                return Err("keys out of order");
+            }
+        }
+        if start != set.arena.len() as u64 {
+            return Err("the arena holds bytes past the last key");
+        }
+        Ok(set)
+    }
+
+    pub(crate) fn arena(&self) -> &[u8] {
+        &self.arena
+    }
+
+    pub(crate) fn ends(&self) -> &[u64] {
+        &self.ends
+    }
+
+    pub(crate) fn fingerprints(&self) -> &[u64] {
+        &self.fingerprints
     }
 
     /// Orders the keys and drops duplicates.

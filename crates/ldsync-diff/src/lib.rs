@@ -18,6 +18,8 @@
 
 mod keyset;
 mod merge;
+mod snapshot;
 
-pub use keyset::{fingerprint, KeySet};
+pub use keyset::{fingerprint, KeySet, KeySetBuilder};
 pub use merge::{diff, Diff};
+pub use snapshot::SnapshotError;

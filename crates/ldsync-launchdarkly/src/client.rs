@@ -93,6 +93,7 @@ pub struct LaunchDarklyClient {
 /// A successful answer.
 #[derive(Debug)]
 pub(crate) struct Answer {
+    pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
 }
 
@@ -127,6 +128,11 @@ impl LaunchDarklyClient {
     /// The event ingestion base URL.
     pub fn events_url(&self) -> &Url {
         &self.events_url
+    }
+
+    /// The HTTP client, for building requests.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// A URL under `base` with each of `segments` percent-encoded as one path segment.
@@ -206,7 +212,7 @@ impl LaunchDarklyClient {
                         status: status.as_u16(),
                         body: excerpt(&String::from_utf8_lossy(&body)),
                     };
-                    (outcome, failure, Some(Answer { body }))
+                    (outcome, failure, Some(Answer { headers, body }))
                 }
                 Err(source) => {
                     (Outcome::Transport, Error::Transport { route: name.clone(), source }, None)
@@ -299,7 +305,7 @@ fn rate_limit_headers(headers: &HeaderMap) -> RateLimitHeaders {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(route: Route, body: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(route: Route, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|err| Error::Decode {
         route: route.name(),
         message: format!("{err}: {}", excerpt(&String::from_utf8_lossy(body))),

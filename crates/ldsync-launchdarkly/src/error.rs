@@ -53,6 +53,14 @@ pub enum Error {
     /// The client could not be built (an invalid base URL or TLS setup).
     #[error("cannot set up the LaunchDarkly client: {0}")]
     Setup(String),
+    /// A LaunchDarkly object exists, but in a shape ldsync cannot write to.
+    #[error("cannot sync into {what}: {reason}")]
+    Incompatible {
+        /// The object, such as ``segment `beta` ``.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// The environment answered, but is not the one the configuration describes.
     #[error("environment `{environment}` of project `{project}` has client-side ID `{actual}`, but the configuration says `{expected}`")]
     ClientSideIdMismatch {
@@ -82,7 +90,9 @@ impl Classify for Error {
         match self {
             Self::Status { status: 400 | 422, .. } | Self::Decode { .. } => ErrorDomain::Internal,
             Self::Status { status, .. } if *status < 500 => ErrorDomain::Config,
-            Self::Setup(_) | Self::ClientSideIdMismatch { .. } => ErrorDomain::Config,
+            Self::Setup(_) | Self::ClientSideIdMismatch { .. } | Self::Incompatible { .. } => {
+                ErrorDomain::Config
+            }
             Self::Status { .. } | Self::Exhausted { .. } | Self::Transport { .. } => {
                 ErrorDomain::External
             }
@@ -93,7 +103,10 @@ impl Classify for Error {
         match self {
             Self::Status { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
             Self::Exhausted { .. } | Self::Transport { .. } => true,
-            Self::Decode { .. } | Self::Setup(_) | Self::ClientSideIdMismatch { .. } => false,
+            Self::Decode { .. }
+            | Self::Setup(_)
+            | Self::ClientSideIdMismatch { .. }
+            | Self::Incompatible { .. } => false,
         }
     }
 }

@@ -25,9 +25,14 @@ mod error;
 mod limiter;
 mod model;
 pub mod retry;
+mod segments;
 
 pub use client::{ClientOptions, LaunchDarklyClient, Route, API_VERSION, USER_AGENT};
 pub use error::{Error, Result};
 pub use limiter::{Limiter, LimiterOptions, RateLimitHeaders};
 pub use model::EnvironmentRep;
 pub use retry::{RetryAction, RetryPolicy};
+pub use segments::{
+    is_import_conflict, ImportMode, ImportRep, MemberChange, NewBigSegment, SegmentRep,
+    MAX_IMPORT_BYTES, MAX_IMPORT_KEYS,
+};

@@ -8,7 +8,7 @@ use std::{
 
 use ldsync_core::SyncName;
 
-use crate::{error::io, Error, Result, SyncLock};
+use crate::{error::io, Error, History, Journal, Result, SyncLock};
 
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -55,6 +55,16 @@ impl StateDir {
         let dir = self.path.join("syncs").join(sync.as_str());
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
         Ok(dir)
+    }
+
+    /// The journal of `sync`: its pending plan and committed snapshots.
+    pub fn journal(&self, sync: &SyncName) -> Result<Journal> {
+        Ok(Journal::new(&self.sync_dir(sync)?))
+    }
+
+    /// The run history and rejected records of `sync`.
+    pub fn history(&self, sync: &SyncName) -> Result<History> {
+        Ok(History::new(&self.sync_dir(sync)?))
     }
 
     /// Takes the lock that keeps a second process from running `sync` at the same time.

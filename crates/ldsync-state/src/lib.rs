@@ -21,8 +21,12 @@
 
 mod dir;
 mod error;
+mod history;
+mod journal;
 mod lock;
 
 pub use dir::{StateDir, FORMAT_VERSION};
 pub use error::{Error, Result};
+pub use history::{History, Rejection, RunRecord};
+pub use journal::{Journal, Plan};
 pub use lock::{LockHolder, SyncLock};

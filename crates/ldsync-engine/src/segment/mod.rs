@@ -1,0 +1,442 @@
+//! Segment syncs: mirror a query's context keys into big segments.
+//!
+//! One function, [`SegmentSync::run`], shows a run from top to bottom; [`SegmentSync::plan`]
+//! stops after the diff. The batches are a pure function of the committed snapshot and the
+//! target (`batches.rs`), so a run that died is finished by the next one exactly as planned.
+
+mod batches;
+mod stage;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use ldsync_config::SegmentSpec;
+use ldsync_core::{SegmentKey, Source, SyncName};
+use ldsync_diff::{diff, KeySet};
+use ldsync_launchdarkly::{is_import_conflict, LaunchDarklyClient, NewBigSegment};
+use ldsync_state::{Journal, Plan, Rejection, RunRecord, StateDir};
+use serde::{Deserialize, Serialize};
+
+use self::batches::{csv, import_batches, member_batches, Batch};
+use crate::{Error, Result, RunId, RunOutcome};
+
+/// How many sample keys a plan shows per segment and direction.
+const SAMPLES: usize = 5;
+
+/// Everything a segment sync needs, wired by the binary.
+#[derive(Debug)]
+pub struct SegmentSync<'a, S> {
+    /// The sync's name.
+    pub name: &'a SyncName,
+    /// The `[segment]` table.
+    pub spec: &'a SegmentSpec,
+    /// The warehouse.
+    pub source: &'a S,
+    /// The LaunchDarkly client of the sync's environment.
+    pub client: &'a LaunchDarklyClient,
+    /// The LaunchDarkly project key.
+    pub project: &'a str,
+    /// The LaunchDarkly environment key.
+    pub environment: &'a str,
+    /// The state store.
+    pub state: &'a StateDir,
+}
+
+/// What the command asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Send a run that removes more than `max_removal_ratio` (or empties a segment).
+    pub allow_mass_removal: bool,
+    /// Ignore the snapshot: replace every segment's membership with the query's result.
+    pub backfill: bool,
+    /// How often a CSV import's status is polled.
+    pub import_poll: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { allow_mass_removal: false, backfill: false, import_poll: Duration::from_millis(500) }
+    }
+}
+
+/// What a run planned or did to one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentChanges {
+    /// The segment.
+    pub segment: String,
+    /// Members in the committed snapshot before the run.
+    pub members_before: u64,
+    /// Members after the run.
+    pub members_after: u64,
+    /// Members added.
+    pub adds: u64,
+    /// Members removed.
+    pub removes: u64,
+    /// A few of the keys added.
+    pub sample_adds: Vec<String>,
+    /// A few of the keys removed.
+    pub sample_removes: Vec<String>,
+    /// Whether the members go through CSV imports rather than batches.
+    pub via_import: bool,
+    /// Requests the delivery takes (or took).
+    pub requests: u64,
+}
+
+/// The result of a plan or a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentReport {
+    /// The sync.
+    pub sync: String,
+    /// The run (for a plan, the run it would be).
+    pub run_id: RunId,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Rows the query returned.
+    pub rows: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// The first rejections, with their reasons.
+    pub rejections: Vec<Rejection>,
+    /// Per segment.
+    pub segments: Vec<SegmentChanges>,
+    /// Whether the run first finished a plan a previous run left unfinished.
+    pub resumed: Option<String>,
+    /// Why a guardrail stopped the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+impl SegmentReport {
+    /// Whether the run would change anything.
+    pub fn has_changes(&self) -> bool {
+        self.segments.iter().any(|s| s.adds + s.removes > 0 || (s.via_import && s.requests > 0))
+    }
+}
+
+/// The plan written to the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegmentPlan {
+    segments: Vec<PlannedSegment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PlannedSegment {
+    key: String,
+    /// Deliver the whole target by CSV import (first loads and backfills).
+    import: bool,
+    batch_size: usize,
+}
+
+/// A segment's diff, computed by `plan`.
+struct Planned {
+    key: String,
+    target: KeySet,
+    import: bool,
+}
+
+impl<S: Source> SegmentSync<'_, S> {
+    fn sync(&self) -> String {
+        self.name.to_string()
+    }
+
+    fn state_error(&self) -> impl Fn(ldsync_state::Error) -> Error + '_ {
+        |source| Error::State { sync: self.sync(), source }
+    }
+
+    fn snapshot_error(&self) -> impl Fn(ldsync_diff::SnapshotError) -> Error + '_ {
+        |source| Error::Snapshot { sync: self.sync(), source }
+    }
+
+    fn committed(&self, journal: &Journal, segment: &str) -> Result<KeySet> {
+        let path = journal.snapshot_path(segment);
+        if path.exists() {
+            KeySet::read_file(&path).map_err(self.snapshot_error())
+        } else {
+            Ok(KeySet::default())
+        }
+    }
+
+    /// Runs the query and the diff; sends nothing and writes nothing.
+    pub async fn plan(&self, options: RunOptions) -> Result<SegmentReport> {
+        let journal = self.state.journal(self.name).map_err(self.state_error())?;
+        let resumed =
+            journal.pending::<SegmentPlan>().map_err(self.state_error())?.map(|plan| plan.run_id);
+        let (report, _) = self.stage_and_diff(&journal, options).await?;
+        Ok(SegmentReport { resumed, ..report })
+    }
+
+    /// One run: finish what a previous run left, then query → stage → diff → journal →
+    /// deliver → commit.
+    pub async fn run(&self, options: RunOptions) -> Result<SegmentReport> {
+        let started = Utc::now();
+        let clock = std::time::Instant::now();
+        // Never two runs of one sync at once, across processes.
+        let _lock = self.state.lock_sync(self.name).map_err(self.state_error())?;
+        let journal = self.state.journal(self.name).map_err(self.state_error())?;
+        let history = self.state.history(self.name).map_err(self.state_error())?;
+
+        let result = self.run_locked(&journal, options).await;
+        let record =
+            |outcome: &str, report: Option<&SegmentReport>, error: Option<String>| RunRecord {
+                run_id: report.map_or_else(
+                    || RunId::starting_at(started).to_string(),
+                    |r| r.run_id.to_string(),
+                ),
+                command: if options.backfill { "backfill" } else { "run" }.to_owned(),
+                started_at: started.to_rfc3339(),
+                duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+                outcome: outcome.to_owned(),
+                rows: report.map_or(0, |r| r.rows),
+                adds: report.map_or(0, |r| r.segments.iter().map(|s| s.adds).sum()),
+                removes: report.map_or(0, |r| r.segments.iter().map(|s| s.removes).sum()),
+                rejected: report.map_or(0, |r| r.rejected),
+                error,
+            };
+        let entry = match &result {
+            Ok(report) => {
+                history.set_rejected(&report.rejections).map_err(self.state_error())?;
+                let outcome = match report.outcome {
+                    RunOutcome::Unchanged => "unchanged",
+                    RunOutcome::Refused => "refused",
+                    _ => "succeeded",
+                };
+                record(outcome, Some(report), report.refusal.clone())
+            }
+            Err(error) => record("failed", None, Some(crate::chain(error))),
+        };
+        history.record(&entry).map_err(self.state_error())?;
+        result
+    }
+
+    async fn run_locked(&self, journal: &Journal, options: RunOptions) -> Result<SegmentReport> {
+        // 1. Finish a plan a previous run promised and did not commit.
+        let resumed = match journal.pending::<SegmentPlan>().map_err(self.state_error())? {
+            Some(plan) => {
+                tracing::info!(sync = %self.name, run_id = %plan.run_id, "Finishing the plan of an interrupted run.");
+                self.deliver_and_commit(journal, &plan.body, options).await?;
+                Some(plan.run_id)
+            }
+            None => None,
+        };
+        // 2. Query, stage and diff.
+        let (mut report, planned) = self.stage_and_diff(journal, options).await?;
+        report.resumed = resumed;
+        if report.refusal.is_some() {
+            report.outcome = RunOutcome::Refused;
+            return Ok(report);
+        }
+        if !report.has_changes() {
+            report.outcome = RunOutcome::Unchanged;
+            return Ok(report);
+        }
+        // 3. Journal: targets first, then the plan that promises them.
+        let mut plan = SegmentPlan { segments: Vec::new() };
+        for segment in &planned {
+            let path = journal.target_path(&segment.key).map_err(self.state_error())?;
+            segment.target.write_file(&path).map_err(self.snapshot_error())?;
+            plan.segments.push(PlannedSegment {
+                key: segment.key.clone(),
+                import: segment.import,
+                batch_size: self.spec.batch_size as usize,
+            });
+        }
+        drop(planned);
+        let promise = Plan {
+            run_id: report.run_id.to_string(),
+            created_at: Utc::now().to_rfc3339(),
+            body: plan,
+        };
+        journal.begin(&promise).map_err(self.state_error())?;
+        // 4. Deliver, then 5. commit.
+        self.deliver_and_commit(journal, &promise.body, options).await?;
+        report.outcome = RunOutcome::Succeeded;
+        tracing::info!(
+            sync = %self.name,
+            run_id = %report.run_id,
+            rows = report.rows,
+            adds = report.segments.iter().map(|s| s.adds).sum::<u64>(),
+            removes = report.segments.iter().map(|s| s.removes).sum::<u64>(),
+            rejected = report.rejected,
+            "Segment sync delivered."
+        );
+        Ok(report)
+    }
+
+    async fn stage_and_diff(
+        &self,
+        journal: &Journal,
+        options: RunOptions,
+    ) -> Result<(SegmentReport, Vec<Planned>)> {
+        let sync = self.sync();
+        let staged =
+            stage::stage(&sync, self.source, self.spec.query.as_str(), self.spec.key.as_ref())
+                .await?;
+        let mut targets: BTreeMap<String, KeySet> =
+            staged.segments.into_iter().map(|(key, builder)| (key, builder.build())).collect();
+        if self.spec.key.is_none() {
+            // A fanned-out segment the query no longer names is emptied, not forgotten.
+            for name in journal.snapshot_names().map_err(self.state_error())? {
+                targets.entry(name).or_default();
+            }
+        }
+        let mut report = SegmentReport {
+            sync: sync.clone(),
+            run_id: RunId::new(),
+            outcome: RunOutcome::Unchanged,
+            rows: staged.rows,
+            rejected: staged.rejected,
+            rejections: staged.rejections,
+            segments: Vec::new(),
+            resumed: None,
+            refusal: None,
+        };
+        let mut planned = Vec::new();
+        for (key, target) in targets {
+            let committed = self.committed(journal, &key)?;
+            let first_load = !journal.snapshot_path(&key).exists();
+            let import = options.backfill
+                || (first_load && target.len() as u64 >= self.spec.import_threshold);
+            let changes = diff(&committed, &target);
+            let (adds, removes) = (changes.add_count() as u64, changes.remove_count() as u64);
+            if !options.allow_mass_removal && report.refusal.is_none() {
+                report.refusal =
+                    self.guardrail(&key, committed.len() as u64, target.len() as u64, removes);
+            }
+            let requests = if import {
+                import_batches(&key, &target).len()
+            } else {
+                member_batches(&key, &committed, &target, self.spec.batch_size as usize).len()
+            };
+            report.segments.push(SegmentChanges {
+                segment: key.clone(),
+                members_before: committed.len() as u64,
+                members_after: target.len() as u64,
+                adds,
+                removes,
+                sample_adds: changes.adds().take(SAMPLES).map(str::to_owned).collect(),
+                sample_removes: changes.removes().take(SAMPLES).map(str::to_owned).collect(),
+                via_import: import,
+                requests: requests as u64,
+            });
+            drop(changes);
+            if import || adds + removes > 0 {
+                planned.push(Planned { key, target, import });
+            }
+        }
+        Ok((report, planned))
+    }
+
+    /// The guardrails: a run may not empty a segment, nor remove more than its share.
+    fn guardrail(&self, segment: &str, before: u64, after: u64, removes: u64) -> Option<String> {
+        if before > 0 && after == 0 {
+            return Some(format!(
+                "the query returned no members for segment `{segment}`, which has {before}: refusing to empty it (run again with --allow-mass-removal if that is intended)"
+            ));
+        }
+        let ratio = self.spec.max_removal_ratio.get();
+        #[expect(clippy::cast_precision_loss, reason = "a share needs no exact count")]
+        let share = if before == 0 { 0.0 } else { removes as f64 / before as f64 };
+        (share > ratio).then(|| {
+            format!(
+                "the run would remove {removes} of {before} members of segment `{segment}` ({:.1} %), more than max_removal_ratio {ratio}: refusing (run again with --allow-mass-removal if that is intended)",
+                share * 100.0
+            )
+        })
+    }
+
+    async fn deliver_and_commit(
+        &self,
+        journal: &Journal,
+        plan: &SegmentPlan,
+        options: RunOptions,
+    ) -> Result<()> {
+        let acked = journal.acknowledged().map_err(self.state_error())?;
+        for segment in &plan.segments {
+            let ld_error = |source| Error::LaunchDarkly {
+                sync: self.sync(),
+                segment: segment.key.clone(),
+                source: Box::new(source),
+            };
+            let target_path = journal.target_path(&segment.key).map_err(self.state_error())?;
+            if !target_path.exists() {
+                continue; // committed before the crash
+            }
+            let target = KeySet::read_file(&target_path).map_err(self.snapshot_error())?;
+            let previous = if segment.import {
+                KeySet::default()
+            } else {
+                self.committed(journal, &segment.key)?
+            };
+            let batches = if segment.import {
+                import_batches(&segment.key, &target)
+            } else {
+                member_batches(&segment.key, &previous, &target, segment.batch_size)
+            };
+            if batches.iter().all(|batch| acked.contains(batch.id())) {
+                continue;
+            }
+            self.client
+                .ensure_big_segment(self.project, self.environment, &self.new_segment(&segment.key))
+                .await
+                .map_err(ld_error)?;
+            for batch in &batches {
+                if acked.contains(batch.id()) {
+                    continue;
+                }
+                self.deliver(&segment.key, batch, options).await.map_err(ld_error)?;
+                journal.acknowledge(batch.id()).map_err(self.state_error())?;
+            }
+        }
+        let names: Vec<String> = plan.segments.iter().map(|s| s.key.clone()).collect();
+        journal.commit(&names).map_err(self.state_error())
+    }
+
+    async fn deliver(
+        &self,
+        segment: &str,
+        batch: &Batch<'_>,
+        options: RunOptions,
+    ) -> Result<(), ldsync_launchdarkly::Error> {
+        let (project, environment) = (self.project, self.environment);
+        match batch {
+            Batch::Members { change, keys, .. } => {
+                self.client.update_members(project, environment, segment, *change, keys).await
+            }
+            Batch::Import { mode, keys, .. } => {
+                let file = bytes::Bytes::from(csv(keys));
+                let id = loop {
+                    match self
+                        .client
+                        .start_import(project, environment, segment, *mode, file.clone())
+                        .await
+                    {
+                        Ok(id) => break id,
+                        // One import at a time per environment: wait for the other one.
+                        Err(error) if is_import_conflict(&error) => {
+                            tokio::time::sleep(options.import_poll).await;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                };
+                self.client
+                    .wait_for_import(project, environment, segment, &id, options.import_poll)
+                    .await
+            }
+        }
+    }
+
+    fn new_segment(&self, key: &str) -> NewBigSegment {
+        let fixed = self.spec.key.as_ref().map(SegmentKey::as_str) == Some(key);
+        NewBigSegment {
+            key: key.to_owned(),
+            name: if fixed { self.spec.name.clone() } else { None }
+                .unwrap_or_else(|| key.to_owned()),
+            description: self.spec.description.clone().or_else(|| {
+                Some(format!("Synced from the warehouse by ldsync (sync `{}`)", self.name))
+            }),
+            tags: self.spec.tags.clone(),
+            unbounded: true,
+            unbounded_context_kind: self.spec.context_kind.to_string(),
+        }
+    }
+}

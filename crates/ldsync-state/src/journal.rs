@@ -1,0 +1,259 @@
+//! The journal of one sync: the plan a run promised to deliver, and what LaunchDarkly
+//! acknowledged of it.
+//!
+//! A run writes its target snapshots into `pending/`, then the plan (`plan.json`, atomically),
+//! then delivers, appending one line to `acks.log` per acknowledged batch, and finally commits:
+//! each target replaces its committed snapshot (an atomic rename), then `pending/` goes. A run
+//! that finds `pending/` with a plan finishes it first; one that finds `pending/` without a plan
+//! (it died before promising anything) discards it.
+
+use std::{
+    collections::HashSet,
+    fs::{self, File, OpenOptions},
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::{error::io, Error, Result};
+
+const PLAN: &str = "plan.json";
+const ACKS: &str = "acks.log";
+
+/// A plan as written: the run that made it, and what the engine planned.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan<T> {
+    /// The run that made the plan.
+    pub run_id: String,
+    /// When the plan was written (RFC 3339).
+    pub created_at: String,
+    /// The engine's plan.
+    pub body: T,
+}
+
+/// The pending work of one sync.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+    snapshots: PathBuf,
+}
+
+impl Journal {
+    pub(crate) fn new(sync_dir: &Path) -> Self {
+        Self { dir: sync_dir.join("pending"), snapshots: sync_dir.join("snapshots") }
+    }
+
+    /// Where a target snapshot of the pending plan is written before the plan.
+    pub fn target_path(&self, name: &str) -> Result<PathBuf> {
+        let targets = self.dir.join("targets");
+        create_private_dir(&targets)?;
+        Ok(targets.join(format!("{}.keys", file_name(name))))
+    }
+
+    /// Where the committed snapshot called `name` lives (it may not exist yet).
+    pub fn snapshot_path(&self, name: &str) -> PathBuf {
+        self.snapshots.join(format!("{}.keys", file_name(name)))
+    }
+
+    /// The names of the committed snapshots.
+    pub fn snapshot_names(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.snapshots) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(io(&self.snapshots)(error)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io(&self.snapshots))?.path();
+            if path.extension().is_some_and(|ext| ext == "keys") {
+                if let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) {
+                    names.push(stem.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The pending plan, if a run promised one and did not commit it. A `pending/` folder
+    /// without a plan is a run that died before promising anything: it is discarded.
+    pub fn pending<T: DeserializeOwned>(&self) -> Result<Option<Plan<T>>> {
+        let path = self.dir.join(PLAN);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| Error::Corrupt {
+                path,
+                reason: format!("the pending plan cannot be read: {err}"),
+            }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.discard()?;
+                Ok(None)
+            }
+            Err(error) => Err(io(&path)(error)),
+        }
+    }
+
+    /// Promises `plan`: from here on, a crash is repaired by finishing it.
+    pub fn begin<T: Serialize>(&self, plan: &Plan<T>) -> Result<()> {
+        create_private_dir(&self.dir)?;
+        let bytes = serde_json::to_vec_pretty(plan)
+            .map_err(|err| Error::Corrupt { path: self.dir.join(PLAN), reason: err.to_string() })?;
+        write_atomically(&self.dir.join(PLAN), &bytes)
+    }
+
+    /// Records that LaunchDarkly accepted batch `id`; durable when this returns.
+    pub fn acknowledge(&self, id: &str) -> Result<()> {
+        let path = self.dir.join(ACKS);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        let line = format!("{id} {:016x}\n", xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+        file.write_all(line.as_bytes()).map_err(io(&path))?;
+        file.sync_data().map_err(io(&path))
+    }
+
+    /// The batches acknowledged so far. A torn last line (a crash while writing it) is not
+    /// counted: its checksum does not match.
+    pub fn acknowledged(&self) -> Result<HashSet<String>> {
+        let path = self.dir.join(ACKS);
+        let text = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+            Err(error) => return Err(io(&path)(error)),
+        };
+        let mut acked = HashSet::new();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            let Some(line) = line.strip_suffix(b"\n") else { continue };
+            let Ok(line) = std::str::from_utf8(line) else { continue };
+            if let Some((id, sum)) = line.rsplit_once(' ') {
+                if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id.as_bytes())) == sum {
+                    acked.insert(id.to_owned());
+                }
+            }
+        }
+        Ok(acked)
+    }
+
+    /// Commits the plan: every target named in `names` replaces its snapshot, then the pending
+    /// folder goes. A target already moved (a commit interrupted half-way) is skipped.
+    pub fn commit(&self, names: &[String]) -> Result<()> {
+        create_private_dir(&self.snapshots)?;
+        for name in names {
+            let target = self.dir.join("targets").join(format!("{}.keys", file_name(name)));
+            if target.exists() {
+                let snapshot = self.snapshot_path(name);
+                fs::rename(&target, &snapshot).map_err(io(&snapshot))?;
+            }
+        }
+        sync_dir(&self.snapshots)?;
+        self.discard()
+    }
+
+    /// Drops a commit's snapshot `name` (a segment the query no longer returns, once emptied).
+    pub fn forget_snapshot(&self, name: &str) -> Result<()> {
+        let path = self.snapshot_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io(&path)(error)),
+        }
+    }
+
+    fn discard(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(io(&self.dir)(error)),
+        }
+    }
+}
+
+/// A name made safe as a file name (segment keys are letters, digits, `.`, `_` and `-`
+/// already; the escape guards against anything else).
+fn file_name(name: &str) -> String {
+    name.replace('/', "%2F")
+}
+
+pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
+}
+
+/// Writes a file so that a reader sees the old contents or the new, never a mix.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io(&temporary))?;
+    file.write_all(bytes).map_err(io(&temporary))?;
+    file.sync_all().map_err(io(&temporary))?;
+    fs::rename(&temporary, path).map_err(io(path))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path).and_then(|dir| dir.sync_all()).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_survives_until_committed() {
+        let temp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(temp.path());
+        assert!(journal.pending::<Vec<u32>>().unwrap().is_none());
+
+        fs::write(journal.target_path("beta").unwrap(), b"target").unwrap();
+        let plan = Plan { run_id: "r1".into(), created_at: "now".into(), body: vec![1, 2] };
+        journal.begin(&plan).unwrap();
+        journal.acknowledge("beta/0").unwrap();
+        journal.acknowledge("beta/1").unwrap();
+
+        let again = Journal::new(temp.path());
+        assert_eq!(again.pending::<Vec<u32>>().unwrap(), Some(plan));
+        let acked = again.acknowledged().unwrap();
+        assert!(acked.contains("beta/0") && acked.contains("beta/1") && acked.len() == 2);
+
+        again.commit(&["beta".to_owned()]).unwrap();
+        assert_eq!(fs::read(again.snapshot_path("beta")).unwrap(), b"target");
+        assert!(again.pending::<Vec<u32>>().unwrap().is_none());
+        assert!(again.acknowledged().unwrap().is_empty());
+        assert_eq!(again.snapshot_names().unwrap(), ["beta"]);
+    }
+
+    #[test]
+    fn a_torn_acknowledgement_is_not_counted() {
+        let temp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(temp.path());
+        journal.begin(&Plan { run_id: "r".into(), created_at: "t".into(), body: () }).unwrap();
+        journal.acknowledge("beta/12").unwrap();
+        let acks = temp.path().join("pending").join(ACKS);
+        let mut bytes = fs::read(&acks).unwrap();
+        bytes.extend_from_slice(b"beta/1");
+        fs::write(&acks, &bytes).unwrap();
+        let acked = journal.acknowledged().unwrap();
+        assert_eq!(acked.into_iter().collect::<Vec<_>>(), ["beta/12"]);
+    }
+
+    #[test]
+    fn pending_work_without_a_plan_is_discarded() {
+        let temp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(temp.path());
+        fs::write(journal.target_path("beta").unwrap(), b"half").unwrap();
+        assert!(journal.pending::<()>().unwrap().is_none());
+        assert!(!temp.path().join("pending").exists());
+    }
+}
