@@ -1,6 +1,7 @@
 //! End-to-end tests of the `ldsync` binary: each runs it as a child process.
 
 mod connections;
+mod segments;
 mod validate;
 
 use std::{

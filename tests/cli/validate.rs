@@ -16,7 +16,10 @@ fn the_bundled_syncs_validate() {
     let output = ldsync(repo_root(), VARS).args(["validate"]).output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("sync `beta-testers`: segment from `analytics` to `production`"), "{stdout}");
+    assert!(
+        stdout.contains("sync `beta-testers`: segment from `analytics` to `production`"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ldsync.toml: valid, 3 syncs"), "{stdout}");
 }
 
@@ -88,12 +91,22 @@ fn every_invalid_fixture_exits_78_with_its_message() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let found = stderr.lines().any(|line| line.starts_with(expected.trim_end()));
         if output.status.code() != Some(78) || !found {
-            failures.push(format!("{}: expected `{expected}`\n{}", case.display(), describe(&output)));
+            failures.push(format!(
+                "{}: expected `{expected}`\n{}",
+                case.display(),
+                describe(&output)
+            ));
         }
         // The token is never printed, whatever the problem.
         assert!(!stderr.contains("api-fixture-token-4242"), "{}", describe(&output));
     }
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -51,6 +51,89 @@ pub(crate) enum LogFormat {
 pub(crate) enum Command {
     /// Check every file and report every problem at once.
     Validate(ValidateArgs),
+    /// Run the queries and the diffs, and show what a run would send; sends nothing.
+    Plan(PlanArgs),
+    /// One incremental run of the named syncs (all when none is named).
+    Run(RunArgs),
+    /// A full resync of one sync that ignores its snapshot.
+    Backfill(BackfillArgs),
+    /// Serve a local LaunchDarkly (REST API and metric import) until stopped.
+    Emulator(EmulatorArgs),
+    /// Run a SQL script against a DuckDB file (how the demo and tests fill a warehouse).
+    #[command(hide = true)]
+    SeedDuckdb(SeedDuckdbArgs),
+}
+
+/// `ldsync emulator`.
+#[derive(Debug, Args)]
+pub(crate) struct EmulatorArgs {
+    /// The port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8765)]
+    pub(crate) port: u16,
+    /// The address to bind; loopback unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) host: std::net::IpAddr,
+    /// The access token the emulator accepts.
+    #[arg(long, env = "LDSYNC_EMULATOR_TOKEN", default_value = ldsync_emulator::DEFAULT_TOKEN, hide_env_values = true)]
+    pub(crate) token: String,
+    /// Load the state from this file at start (when it exists) and save it there.
+    #[arg(long)]
+    pub(crate) state_file: Option<PathBuf>,
+    /// A request budget, such as `global=100/10s` or `POST /api/v2/segments/*/*/*/contexts=20/10s`
+    /// (repeatable; see docs/emulator.md).
+    #[arg(long = "rate-limit", value_name = "SPEC")]
+    pub(crate) rate_limits: Vec<ldsync_emulator::RateLimitSpec>,
+    /// A fault rule, such as `503@rate=0.1` or `reset@route=POST /v2/event-data-import/*/*,nth=3`
+    /// (repeatable; see docs/emulator.md).
+    #[arg(long = "faults", value_name = "SPEC")]
+    pub(crate) faults: Vec<ldsync_emulator::FaultSpec>,
+    /// The seed of fault rates, so that a run can be replayed.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+}
+
+/// `ldsync seed-duckdb`.
+#[derive(Debug, Args)]
+pub(crate) struct SeedDuckdbArgs {
+    /// The database file; created when missing.
+    #[arg(long)]
+    pub(crate) database: PathBuf,
+    /// The SQL script.
+    #[arg(long)]
+    pub(crate) script: PathBuf,
+}
+
+/// `ldsync plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The syncs to plan (all when none is named).
+    pub(crate) syncs: Vec<String>,
+    /// Exit 2 when a sync has changes pending (0 when none has, 1 on failure).
+    #[arg(long)]
+    pub(crate) detailed_exitcode: bool,
+    /// Plan past the removal guardrails instead of reporting a refusal.
+    #[arg(long)]
+    pub(crate) allow_mass_removal: bool,
+}
+
+/// `ldsync run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The syncs to run (all when none is named).
+    pub(crate) syncs: Vec<String>,
+    /// Send a run that removes more than `max_removal_ratio` or empties a segment.
+    #[arg(long)]
+    pub(crate) allow_mass_removal: bool,
+}
+
+/// `ldsync backfill`.
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// The sync to backfill.
+    pub(crate) sync: String,
+    /// Send a backfill that empties a segment.
+    #[arg(long)]
+    pub(crate) allow_mass_removal: bool,
 }
 
 /// `ldsync validate`.

@@ -1,9 +1,11 @@
 //! The only place that picks concrete types: one constructor per warehouse kind, and the
 //! LaunchDarkly client of an environment.
 
+use std::sync::Arc;
+
 use ldsync_config::{EnvironmentSpec, WarehouseSpec};
-use ldsync_core::Source;
-use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient};
+use ldsync_core::{BatchStream, Source, Value};
+use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, Limiter};
 use ldsync_source::{DuckDbSource, PostgresSource};
 
 /// A warehouse of any kind.
@@ -25,18 +27,37 @@ impl Warehouse {
             WarehouseSpec::DuckDb { path: None, .. } => Self::DuckDb(DuckDbSource::in_memory()),
         })
     }
+}
 
-    pub(crate) async fn healthcheck(&self) -> Result<(), ldsync_source::Error> {
+impl Source for Warehouse {
+    type Error = ldsync_source::Error;
+
+    async fn healthcheck(&self) -> Result<(), ldsync_source::Error> {
         match self {
             Self::Postgres(source) => source.healthcheck().await,
             Self::DuckDb(source) => source.healthcheck().await,
         }
     }
+
+    fn fetch<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        batch_rows: usize,
+    ) -> BatchStream<'a, ldsync_source::Error> {
+        match self {
+            Self::Postgres(source) => source.fetch(sql, params, batch_rows),
+            Self::DuckDb(source) => source.fetch(sql, params, batch_rows),
+        }
+    }
 }
 
-/// The client that writes to `spec`.
+/// The client that writes to `spec`, sharing the process's `limiter`.
 pub(crate) fn launchdarkly_client(
     spec: &EnvironmentSpec,
+    limiter: &Arc<Limiter>,
 ) -> Result<LaunchDarklyClient, ldsync_launchdarkly::Error> {
-    LaunchDarklyClient::new(ClientOptions::new(&spec.api_url, &spec.events_url, spec.token.clone()))
+    let mut options = ClientOptions::new(&spec.api_url, &spec.events_url, spec.token.clone());
+    options.limiter = Arc::clone(limiter);
+    LaunchDarklyClient::new(options)
 }

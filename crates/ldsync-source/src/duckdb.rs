@@ -44,6 +44,18 @@ impl DuckDbSource {
         self.path.as_deref()
     }
 
+    /// Runs a SQL script against the database file at `path`, creating it when missing: how
+    /// demos and tests fill a warehouse. Sources themselves only ever read.
+    pub async fn execute_script(path: PathBuf, sql: String) -> Result<()> {
+        tokio::task::spawn_blocking(move || {
+            let connection =
+                Connection::open(&path).map_err(|err| connect_error(Some(&path), &err))?;
+            connection.execute_batch(&sql).map_err(|err| query_error(&err))
+        })
+        .await
+        .map_err(|err| Error::Internal { engine: ENGINE, message: err.to_string() })?
+    }
+
     fn connect(&self) -> Result<Connection> {
         let connection = match &self.path {
             Some(path) => {

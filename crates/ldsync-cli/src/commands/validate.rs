@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use ldsync_config::{Diagnostic, Project};
+use ldsync_core::Source as _;
 use serde::Serialize;
 
 use crate::{
@@ -74,17 +75,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Res
     Ok(if all_reached { ExitCode::SUCCESS } else { ExitCode::from(exit::FAILURE) })
 }
 
-/// The error and its causes on one line, as `a: b: c`.
-fn cause_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+use ldsync_engine::chain as cause_chain;
 
 fn report_problems(
     global: &GlobalArgs,
@@ -172,30 +163,34 @@ async fn check_connections(project: &Project) -> Vec<ConnectionCheck> {
             },
         }
     });
-    let environments = project.environments.iter().map(|(name, spec)| async move {
-        let result = match wiring::launchdarkly_client(spec) {
-            Ok(client) => {
-                client
-                    .check_environment(
-                        spec.project.as_str(),
-                        &spec.environment,
-                        spec.client_side_id.as_deref(),
-                    )
-                    .await
+    let limiter = std::sync::Arc::new(ldsync_launchdarkly::Limiter::default());
+    let environments = project.environments.iter().map(|(name, spec)| {
+        let limiter = std::sync::Arc::clone(&limiter);
+        async move {
+            let result = match wiring::launchdarkly_client(spec, &limiter) {
+                Ok(client) => {
+                    client
+                        .check_environment(
+                            spec.project.as_str(),
+                            &spec.environment,
+                            spec.client_side_id.as_deref(),
+                        )
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            ConnectionCheck {
+                kind: "environment",
+                name: name.to_string(),
+                ok: result.is_ok(),
+                detail: match result {
+                    Ok(rep) => format!(
+                        "project `{}` environment `{}` at {} (client-side ID {})",
+                        spec.project, spec.environment, spec.api_url, rep.id
+                    ),
+                    Err(error) => cause_chain(&error),
+                },
             }
-            Err(error) => Err(error),
-        };
-        ConnectionCheck {
-            kind: "environment",
-            name: name.to_string(),
-            ok: result.is_ok(),
-            detail: match result {
-                Ok(rep) => format!(
-                    "project `{}` environment `{}` at {} (client-side ID {})",
-                    spec.project, spec.environment, spec.api_url, rep.id
-                ),
-                Err(error) => cause_chain(&error),
-            },
         }
     });
     let mut checks = futures_util::future::join_all(warehouses).await;

@@ -1,0 +1,360 @@
+//! Segment syncs end to end: the `ldsync` binary, a DuckDB file or a throwaway PostgreSQL, and
+//! the emulator. After every run the emulator's members must equal the query's keys exactly.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Output,
+    time::Duration,
+};
+
+use ldsync_emulator::{Emulator, EmulatorConfig, FaultSpec, RateLimitSpec};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+use crate::{describe, ldsync};
+
+/// A project in a temporary folder, writing to an emulator.
+pub(crate) struct Project {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) emulator: Emulator,
+}
+
+const TOKEN: &str = "api-e2e-secret-7d1f";
+
+impl Project {
+    /// A project whose warehouse is `warehouse` (a TOML table body) and whose only sync is
+    /// `sync` (a `[segment]` table and its options).
+    pub(crate) async fn new(warehouse: &str, sync: &str) -> Self {
+        let emulator = Emulator::start(EmulatorConfig::default().with_token(TOKEN)).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[warehouses.w]\n{warehouse}\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"production\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
+            emulator.api_url(),
+            emulator.events_url()
+        );
+        std::fs::write(dir.path().join("ldsync.toml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("syncs")).unwrap();
+        std::fs::write(
+            dir.path().join("syncs/members.toml"),
+            format!("warehouse = \"w\"\nenvironment = \"e\"\n\n{sync}"),
+        )
+        .unwrap();
+        Self { dir, emulator }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `ldsync ARGS` in the project; waits at most two minutes.
+    pub(crate) async fn ldsync(&self, args: &[&str]) -> Output {
+        let mut command = ldsync(self.path(), &[("LD_ACCESS_TOKEN", TOKEN)]);
+        command.args(args);
+        let mut command = tokio::process::Command::from(command);
+        command.kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("ldsync finished within two minutes")
+            .unwrap()
+    }
+
+    /// The members of `segment` in the emulator.
+    pub(crate) fn members(&self, segment: &str) -> BTreeSet<String> {
+        self.emulator
+            .snapshot()
+            .segment("default", "production", segment)
+            .map(|s| s.included.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A DuckDB warehouse file holding `users(id, member)`.
+pub(crate) struct DuckDbWarehouse {
+    pub(crate) path: PathBuf,
+}
+
+impl DuckDbWarehouse {
+    pub(crate) async fn new(dir: &Path) -> Self {
+        let path = dir.join("warehouse.duckdb");
+        Self::exec(&path, "create table users (id varchar, member boolean)").await;
+        Self { path }
+    }
+
+    async fn exec(path: &Path, sql: &str) {
+        ldsync_source::DuckDbSource::execute_script(path.to_path_buf(), sql.to_owned())
+            .await
+            .unwrap();
+    }
+
+    /// Replaces the table with `members` (and a few non-members).
+    pub(crate) async fn set(&self, members: &BTreeSet<String>) {
+        let mut sql = String::from("delete from users;\n");
+        for chunk in members.iter().collect::<Vec<_>>().chunks(500) {
+            let values: Vec<String> =
+                chunk.iter().map(|k| format!("('{}', true)", k.replace('\'', "''"))).collect();
+            sql.push_str(&format!("insert into users values {};\n", values.join(",")));
+        }
+        sql.push_str("insert into users values ('not-a-member', false);\n");
+        Self::exec(&self.path, &sql).await;
+    }
+}
+
+/// Random churn: drop about `share` of the keys and add as many new ones.
+pub(crate) fn churn(rng: &mut SmallRng, members: &BTreeSet<String>, share: f64, next: &mut u64) -> BTreeSet<String> {
+    let mut kept: BTreeSet<String> = members.iter().filter(|_| !rng.random_bool(share)).cloned().collect();
+    let adds = members.len() - kept.len() + rng.random_range(0..10);
+    for _ in 0..adds {
+        *next += 1;
+        // Unicode, spaces and punctuation are member keys too.
+        let key = match *next % 4 {
+            0 => format!("user-{next}"),
+            1 => format!("Zoë O'Brien #{next}"),
+            2 => format!("東京/{next}"),
+            _ => format!("acct,{next} \"q\""),
+        };
+        kept.insert(key);
+    }
+    kept
+}
+
+const SEGMENT_SYNC: &str = "[segment]\nkey = \"members\"\nmax_removal_ratio = 1.0\nbatch_size = 100\nquery = \"select id as context_key from users where member\"\n";
+
+fn assert_success(output: &Output) {
+    assert!(output.status.success(), "{}", describe(output));
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!all.contains(TOKEN), "the token leaked:\n{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duckdb_rounds_of_churn_mirror_exactly() {
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", SEGMENT_SYNC).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut next = 0;
+    let mut members = churn(&mut rng, &BTreeSet::new(), 0.0, &mut next);
+    for _ in 0..1_500 {
+        next += 1;
+        members.insert(format!("user-{next}"));
+    }
+    for round in 0..4 {
+        warehouse.set(&members).await;
+        let output = project.ldsync(&["run"]).await;
+        assert_success(&output);
+        assert_eq!(project.members("members"), members, "round {round}\n{}", describe(&output));
+        members = churn(&mut rng, &members, 0.05, &mut next);
+    }
+    // A run with nothing new sends nothing.
+    let before = project.emulator.stats().requests;
+    let output = project.ldsync(&["plan", "--detailed-exitcode"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    warehouse.set(&project.members("members")).await;
+    let output = project.ldsync(&["plan", "--detailed-exitcode"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let output = project.ldsync(&["run"]).await;
+    assert_success(&output);
+    assert_eq!(project.emulator.stats().requests, before, "an unchanged run sent requests");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_sent_are_changes_over_batch_size() {
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", SEGMENT_SYNC).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..1_234).map(|i| format!("u{i}")).collect();
+    warehouse.set(&members).await;
+    assert_success(&project.ldsync(&["run"]).await);
+    let stats = project.emulator.stats();
+    let contexts = stats
+        .requests_by_route
+        .iter()
+        .filter(|(route, _)| route.ends_with("/contexts"))
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    assert_eq!(contexts, 1_234_u64.div_ceil(100), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_and_rate_limits_change_nothing_in_the_result() {
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", SEGMENT_SYNC).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    project.emulator.set_faults_with_seed(
+        vec![
+            "503@rate=0.15".parse::<FaultSpec>().unwrap(),
+            "reset@rate=0.05".parse::<FaultSpec>().unwrap(),
+            "500@rate=0.05".parse::<FaultSpec>().unwrap(),
+        ],
+        42,
+    );
+    project.emulator.set_rate_limits(vec!["POST /api/v2/segments/*/*/*/contexts=40/1s".parse::<RateLimitSpec>().unwrap(),
+        "global=60/1s".parse::<RateLimitSpec>().unwrap()]);
+    let mut rng = SmallRng::seed_from_u64(11);
+    let mut next = 0;
+    let mut members: BTreeSet<String> = (0..800).map(|i| format!("m{i}")).collect();
+    for round in 0..3 {
+        warehouse.set(&members).await;
+        let output = project.ldsync(&["run"]).await;
+        assert_success(&output);
+        assert_eq!(project.members("members"), members, "round {round}\n{}", describe(&output));
+        members = churn(&mut rng, &members, 0.1, &mut next);
+    }
+    let stats = project.emulator.stats();
+    assert!(stats.faults_injected > 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_then_one_run_repairs_everything() {
+    let sync = SEGMENT_SYNC.replace("batch_size = 100", "batch_size = 7");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    // A paced emulator keeps each run long enough to be killed in the middle of delivery.
+    project.emulator.set_rate_limits(vec!["global=400/1s".parse::<RateLimitSpec>().unwrap()]);
+    let mut next = 0;
+    let mut members: BTreeSet<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for seed in 0..20_u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        members = churn(&mut rng, &members, 0.3, &mut next);
+        warehouse.set(&members).await;
+        let mut command = tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
+        command.arg("run").kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let delay = Duration::from_millis(rng.random_range(0..400));
+        let killed = tokio::time::timeout(delay, child.wait()).await.is_err();
+        if killed {
+            child.start_kill().unwrap();
+        }
+        let _ = child.wait().await;
+        eprintln!("seed {seed}: {} after {delay:?}", if killed { "killed" } else { "finished" });
+    }
+    let output = project.ldsync(&["run"]).await;
+    assert_success(&output);
+    assert_eq!(project.members("members"), members, "{}", describe(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_rounds_mirror_exactly_and_reject_bad_rows() {
+    let server = ldsync_test_support::postgres::shared();
+    let db = server.create_unique_database("segments").await.unwrap();
+    let client = server.connect_to(&db).await.unwrap();
+    client
+        .batch_execute("create table users (id text, member boolean); create table orgs (id int8)")
+        .await
+        .unwrap();
+    let warehouse = format!("postgres = \"{}\"", server.url_for(&db));
+    let project = Project::new(&warehouse, SEGMENT_SYNC).await;
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut next = 0;
+    let mut members: BTreeSet<String> = (0..2_000).map(|i| format!("pg-{i}")).collect();
+    for round in 0..3 {
+        let statement = client.prepare("insert into users select unnest($1::text[]), true").await.unwrap();
+        client.execute("delete from users", &[]).await.unwrap();
+        let keys: Vec<&str> = members.iter().map(String::as_str).collect();
+        client.execute(&statement, &[&keys]).await.unwrap();
+        // Bad rows: a NULL key and an empty one are rejected; the others go on.
+        client.execute("insert into users values (null, true), ('', true)", &[]).await.unwrap();
+        let output = project.ldsync(&["run", "--output", "json"]).await;
+        assert_success(&output);
+        assert_eq!(project.members("members"), members, "round {round}");
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let report = &document["syncs"][0]["report"];
+        assert_eq!(report["rejected"], 2, "{document:#}");
+        let reasons: Vec<_> = report["rejections"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap().to_owned()).collect();
+        assert!(reasons.contains(&"`context_key` is NULL".to_owned()), "{reasons:?}");
+        assert!(reasons.contains(&"`context_key` is empty".to_owned()), "{reasons:?}");
+        members = churn(&mut rng, &members, 0.05, &mut next);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_a_clear_error_and_changes_nothing() {
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", SEGMENT_SYNC).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..50).map(|i| format!("b{i}")).collect();
+    warehouse.set(&members).await;
+    assert_success(&project.ldsync(&["run"]).await);
+    let sync_file = project.path().join("syncs/members.toml");
+    let original = std::fs::read_to_string(&sync_file).unwrap();
+
+    // A missing column names the sync and the columns found.
+    std::fs::write(&sync_file, original.replace("select id as context_key", "select id as user_id")).unwrap();
+    let output = project.ldsync(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("sync `members`: the query must return a `context_key` column"), "{stderr}");
+    assert!(stderr.contains("it returned `user_id`"), "{stderr}");
+
+    // An SQL error says what the warehouse said.
+    std::fs::write(&sync_file, original.replace("from users", "from no_such_table")).unwrap();
+    let output = project.ldsync(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("no_such_table"), "{}", describe(&output));
+
+    // A guardrail: emptying the segment is refused.
+    std::fs::write(&sync_file, original.replace("where member", "where false")).unwrap();
+    let output = project.ldsync(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("refusing to empty it"), "{}", describe(&output));
+    assert_eq!(project.members("members"), members);
+
+    // A revoked token: 401, named, the token never printed.
+    std::fs::write(&sync_file, &original).unwrap();
+    warehouse.set(&members.iter().skip(1).cloned().collect()).await;
+    let mut command = ldsync(project.path(), &[("LD_ACCESS_TOKEN", "api-revoked-0000")]);
+    let output = command.arg("run").output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(all.contains("401"), "{all}");
+    assert!(!all.contains("api-revoked-0000"), "{all}");
+    assert_eq!(project.members("members"), members, "nothing changed");
+
+    // The next good run delivers what the failed one could not.
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(project.members("members").len(), members.len() - 1);
+
+    // An unreachable warehouse.
+    let config = project.path().join("ldsync.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("duckdb = \"warehouse.duckdb\"", "duckdb = \"missing.duckdb\"")).unwrap();
+    let output = project.ldsync(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("missing.duckdb` does not exist"), "{}", describe(&output));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_query_fans_out_into_several_segments() {
+    let sync = "[segment]\ncontext_kind = \"organization\"\nmax_removal_ratio = 1.0\nquery = \"select id as context_key, seg as segment_key from orgs\"\n";
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", sync).await;
+    let path = project.path().join("warehouse.duckdb");
+    let exec = |sql: &'static str| ldsync_source::DuckDbSource::execute_script(path.clone(), sql.to_owned());
+    exec("create table orgs as select 'o' || i as id, case when i % 2 = 0 then 'even' else 'odd' end as seg from range(10) t(i)").await.unwrap();
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(project.members("even").len(), 5);
+    assert_eq!(project.members("odd").len(), 5);
+    let snapshot = project.emulator.snapshot();
+    let even = snapshot.segment("default", "production", "even").unwrap();
+    assert!(even.unbounded);
+    assert_eq!(even.context_kind, "organization");
+    // Every odd org leaves: its segment is emptied (the removal ratio allows it).
+    exec("update orgs set seg = 'even'").await.unwrap();
+    let output = project.ldsync(&["run", "--allow-mass-removal"]).await;
+    assert_success(&output);
+    assert_eq!(project.members("even").len(), 10);
+    assert!(project.members("odd").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_first_loads_and_backfills_go_through_csv_imports() {
+    let sync = SEGMENT_SYNC.replace("batch_size = 100", "import_threshold = 500");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..1_000).map(|i| format!("imp-{i}")).collect();
+    warehouse.set(&members).await;
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(project.members("members"), members);
+    let stats = project.emulator.stats();
+    assert!(stats.requests_by_route.keys().any(|route| route.contains("imports")), "{stats:?}");
+    // Someone edits the segment behind ldsync's back; a backfill restores the warehouse's truth.
+    let smaller: BTreeSet<String> = members.iter().take(900).cloned().collect();
+    warehouse.set(&smaller).await;
+    let output = project.ldsync(&["backfill", "members"]).await;
+    assert_success(&output);
+    assert_eq!(project.members("members"), smaller);
+}
