@@ -39,6 +39,12 @@ pub fn load_with(path: &Path, expander: &Expander<'_>) -> Result<Project> {
         .collect();
 
     let project = validate::validate(&project_file, project, &syncs, &mut diagnostics);
+    // Every problem in a sync file names its sync (the file's stem), whichever phase found it.
+    for diagnostic in &mut diagnostics.0 {
+        if sync_files.iter().any(|file| file.path == diagnostic.path) {
+            diagnostic.sync = diagnostic.path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+    }
     if diagnostics.is_empty() {
         Ok(project)
     } else {

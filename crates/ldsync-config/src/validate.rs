@@ -60,12 +60,7 @@ pub(crate) fn validate(
     };
     let mut specs = BTreeMap::new();
     for (file, parsed) in syncs {
-        let first = checker.diagnostics.len();
         let spec = parsed.as_ref().and_then(|parsed| checker.sync_spec(file, parsed));
-        let name = file.path.file_stem().map(|stem| stem.to_string_lossy().into_owned());
-        for diagnostic in &mut checker.diagnostics.0[first..] {
-            diagnostic.sync.clone_from(&name);
-        }
         if let Some(spec) = spec {
             specs.insert(spec.name.clone(), spec);
         }
