@@ -10,9 +10,12 @@ const PASSWORD: &str = "sekret-pw-5521";
 
 async fn project(client_side_id: &str, emulator: &Emulator) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    ldsync_source::DuckDbSource::execute_script(dir.path().join("local.duckdb"), "create table t (x int)".into())
-        .await
-        .unwrap();
+    ldsync_source::DuckDbSource::execute_script(
+        dir.path().join("local.duckdb"),
+        "create table t (x int)".into(),
+    )
+    .await
+    .unwrap();
     let config = format!(
         r#"[warehouses.pg]
 postgres = "${{WAREHOUSE_URL}}"
@@ -36,7 +39,11 @@ events_url = "{}"
 }
 
 fn text(output: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,10 +52,11 @@ async fn everything_answers() {
     let emulator = Emulator::start(EmulatorConfig::default().with_token(TOKEN)).await.unwrap();
     let id = emulator.snapshot().environment("default", "production").unwrap().id.clone();
     let dir = project(&id, &emulator).await;
-    let output = ldsync(dir.path(), &[("LD_ACCESS_TOKEN", TOKEN), ("WAREHOUSE_URL", &server.url())])
-        .args(["validate", "--check-connections"])
-        .output()
-        .unwrap();
+    let output =
+        ldsync(dir.path(), &[("LD_ACCESS_TOKEN", TOKEN), ("WAREHOUSE_URL", &server.url())])
+            .args(["validate", "--check-connections"])
+            .output()
+            .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let all = text(&output);
     assert!(all.contains("warehouse `pg`: ok: postgres answered `select 1`"), "{all}");
@@ -63,13 +71,17 @@ async fn failures_name_the_warehouse_or_environment_and_never_the_secret() {
     let dir = project("0123456789abcdef", &emulator).await;
     std::fs::remove_file(dir.path().join("local.duckdb")).unwrap();
     let closed = ldsync_test_support::free_port().unwrap();
-    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{closed}/nowhere?connect_timeout=5");
+    let url =
+        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{closed}/nowhere?connect_timeout=5");
 
     // A revoked token: 401.
-    let output = ldsync(dir.path(), &[("LD_ACCESS_TOKEN", "api-revoked-token-0000"), ("WAREHOUSE_URL", &url)])
-        .args(["validate", "--check-connections"])
-        .output()
-        .unwrap();
+    let output = ldsync(
+        dir.path(),
+        &[("LD_ACCESS_TOKEN", "api-revoked-token-0000"), ("WAREHOUSE_URL", &url)],
+    )
+    .args(["validate", "--check-connections"])
+    .output()
+    .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let all = text(&output);
     assert!(all.contains("warehouse `pg`: FAILED: cannot reach the postgres warehouse"), "{all}");
@@ -86,8 +98,19 @@ async fn failures_name_the_warehouse_or_environment_and_never_the_secret() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let environment = report["connections"].as_array().unwrap().iter().find(|c| c["kind"] == "environment").unwrap();
+    let environment = report["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "environment")
+        .unwrap();
     assert_eq!(environment["ok"], false);
-    assert!(environment["detail"].as_str().unwrap().contains("but the configuration says `0123456789abcdef`"), "{report:#}");
+    assert!(
+        environment["detail"]
+            .as_str()
+            .unwrap()
+            .contains("but the configuration says `0123456789abcdef`"),
+        "{report:#}"
+    );
     assert!(!text(&output).contains(TOKEN));
 }

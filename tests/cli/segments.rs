@@ -52,7 +52,7 @@ impl Project {
         command.args(args);
         let mut command = tokio::process::Command::from(command);
         command.kill_on_drop(true);
-        tokio::time::timeout(Duration::from_secs(120), command.output())
+        tokio::time::timeout(Duration::from_mins(2), command.output())
             .await
             .expect("ldsync finished within two minutes")
             .unwrap()
@@ -92,7 +92,9 @@ impl DuckDbWarehouse {
         for chunk in members.iter().collect::<Vec<_>>().chunks(500) {
             let values: Vec<String> =
                 chunk.iter().map(|k| format!("('{}', true)", k.replace('\'', "''"))).collect();
-            sql.push_str(&format!("insert into users values {};\n", values.join(",")));
+            sql.push_str("insert into users values ");
+            sql.push_str(&values.join(","));
+            sql.push_str(";\n");
         }
         sql.push_str("insert into users values ('not-a-member', false);\n");
         Self::exec(&self.path, &sql).await;
@@ -100,8 +102,14 @@ impl DuckDbWarehouse {
 }
 
 /// Random churn: drop about `share` of the keys and add as many new ones.
-pub(crate) fn churn(rng: &mut SmallRng, members: &BTreeSet<String>, share: f64, next: &mut u64) -> BTreeSet<String> {
-    let mut kept: BTreeSet<String> = members.iter().filter(|_| !rng.random_bool(share)).cloned().collect();
+pub(crate) fn churn(
+    rng: &mut SmallRng,
+    members: &BTreeSet<String>,
+    share: f64,
+    next: &mut u64,
+) -> BTreeSet<String> {
+    let mut kept: BTreeSet<String> =
+        members.iter().filter(|_| !rng.random_bool(share)).cloned().collect();
     let adds = members.len() - kept.len() + rng.random_range(0..10);
     for _ in 0..adds {
         *next += 1;
@@ -121,7 +129,11 @@ const SEGMENT_SYNC: &str = "[segment]\nkey = \"members\"\nmax_removal_ratio = 1.
 
 fn assert_success(output: &Output) {
     assert!(output.status.success(), "{}", describe(output));
-    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(!all.contains(TOKEN), "the token leaked:\n{all}");
 }
 
@@ -186,8 +198,10 @@ async fn faults_and_rate_limits_change_nothing_in_the_result() {
         ],
         42,
     );
-    project.emulator.set_rate_limits(vec!["POST /api/v2/segments/*/*/*/contexts=40/1s".parse::<RateLimitSpec>().unwrap(),
-        "global=60/1s".parse::<RateLimitSpec>().unwrap()]);
+    project.emulator.set_rate_limits(vec![
+        "POST /api/v2/segments/*/*/*/contexts=40/1s".parse::<RateLimitSpec>().unwrap(),
+        "global=60/1s".parse::<RateLimitSpec>().unwrap(),
+    ]);
     let mut rng = SmallRng::seed_from_u64(11);
     let mut next = 0;
     let mut members: BTreeSet<String> = (0..800).map(|i| format!("m{i}")).collect();
@@ -215,7 +229,8 @@ async fn kill_9_at_random_moments_then_one_run_repairs_everything() {
         let mut rng = SmallRng::seed_from_u64(seed);
         members = churn(&mut rng, &members, 0.3, &mut next);
         warehouse.set(&members).await;
-        let mut command = tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
+        let mut command =
+            tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
         command.arg("run").kill_on_drop(true);
         let mut child = command.spawn().unwrap();
         let delay = Duration::from_millis(rng.random_range(0..400));
@@ -246,7 +261,8 @@ async fn postgres_rounds_mirror_exactly_and_reject_bad_rows() {
     let mut next = 0;
     let mut members: BTreeSet<String> = (0..2_000).map(|i| format!("pg-{i}")).collect();
     for round in 0..3 {
-        let statement = client.prepare("insert into users select unnest($1::text[]), true").await.unwrap();
+        let statement =
+            client.prepare("insert into users select unnest($1::text[]), true").await.unwrap();
         client.execute("delete from users", &[]).await.unwrap();
         let keys: Vec<&str> = members.iter().map(String::as_str).collect();
         client.execute(&statement, &[&keys]).await.unwrap();
@@ -258,7 +274,12 @@ async fn postgres_rounds_mirror_exactly_and_reject_bad_rows() {
         let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let report = &document["syncs"][0]["report"];
         assert_eq!(report["rejected"], 2, "{document:#}");
-        let reasons: Vec<_> = report["rejections"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap().to_owned()).collect();
+        let reasons: Vec<_> = report["rejections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["reason"].as_str().unwrap().to_owned())
+            .collect();
         assert!(reasons.contains(&"`context_key` is NULL".to_owned()), "{reasons:?}");
         assert!(reasons.contains(&"`context_key` is empty".to_owned()), "{reasons:?}");
         members = churn(&mut rng, &members, 0.05, &mut next);
@@ -276,24 +297,39 @@ async fn bad_input_is_a_clear_error_and_changes_nothing() {
     let original = std::fs::read_to_string(&sync_file).unwrap();
 
     // A missing column names the sync and the columns found.
-    std::fs::write(&sync_file, original.replace("select id as context_key", "select id as user_id")).unwrap();
+    std::fs::write(
+        &sync_file,
+        original.replace("select id as context_key", "select id as user_id"),
+    )
+    .unwrap();
     let output = project.ldsync(&["run"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("sync `members`: the query must return a `context_key` column"), "{stderr}");
+    assert!(
+        stderr.contains("sync `members`: the query must return a `context_key` column"),
+        "{stderr}"
+    );
     assert!(stderr.contains("it returned `user_id`"), "{stderr}");
 
     // An SQL error says what the warehouse said.
     std::fs::write(&sync_file, original.replace("from users", "from no_such_table")).unwrap();
     let output = project.ldsync(&["run"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("no_such_table"), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("no_such_table"),
+        "{}",
+        describe(&output)
+    );
 
     // A guardrail: emptying the segment is refused.
     std::fs::write(&sync_file, original.replace("where member", "where false")).unwrap();
     let output = project.ldsync(&["run"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("refusing to empty it"), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("refusing to empty it"),
+        "{}",
+        describe(&output)
+    );
     assert_eq!(project.members("members"), members);
 
     // A revoked token: 401, named, the token never printed.
@@ -302,7 +338,11 @@ async fn bad_input_is_a_clear_error_and_changes_nothing() {
     let mut command = ldsync(project.path(), &[("LD_ACCESS_TOKEN", "api-revoked-0000")]);
     let output = command.arg("run").output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(all.contains("401"), "{all}");
     assert!(!all.contains("api-revoked-0000"), "{all}");
     assert_eq!(project.members("members"), members, "nothing changed");
@@ -314,10 +354,18 @@ async fn bad_input_is_a_clear_error_and_changes_nothing() {
     // An unreachable warehouse.
     let config = project.path().join("ldsync.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("duckdb = \"warehouse.duckdb\"", "duckdb = \"missing.duckdb\"")).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("duckdb = \"warehouse.duckdb\"", "duckdb = \"missing.duckdb\""),
+    )
+    .unwrap();
     let output = project.ldsync(&["run"]).await;
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("missing.duckdb` does not exist"), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("missing.duckdb` does not exist"),
+        "{}",
+        describe(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,7 +373,9 @@ async fn one_query_fans_out_into_several_segments() {
     let sync = "[segment]\ncontext_kind = \"organization\"\nmax_removal_ratio = 1.0\nquery = \"select id as context_key, seg as segment_key from orgs\"\n";
     let project = Project::new("duckdb = \"warehouse.duckdb\"", sync).await;
     let path = project.path().join("warehouse.duckdb");
-    let exec = |sql: &'static str| ldsync_source::DuckDbSource::execute_script(path.clone(), sql.to_owned());
+    let exec = |sql: &'static str| {
+        ldsync_source::DuckDbSource::execute_script(path.clone(), sql.to_owned())
+    };
     exec("create table orgs as select 'o' || i as id, case when i % 2 = 0 then 'even' else 'odd' end as seg from range(10) t(i)").await.unwrap();
     assert_success(&project.ldsync(&["run"]).await);
     assert_eq!(project.members("even").len(), 5);

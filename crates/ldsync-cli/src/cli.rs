@@ -111,9 +111,19 @@ pub(crate) struct PlanArgs {
     /// Exit 2 when a sync has changes pending (0 when none has, 1 on failure).
     #[arg(long)]
     pub(crate) detailed_exitcode: bool,
-    /// Plan past the removal guardrails instead of reporting a refusal.
+    #[command(flatten)]
+    pub(crate) allow: AllowArgs,
+}
+
+/// Flags that let a run past a guardrail.
+#[derive(Debug, Clone, Copy, Args)]
+pub(crate) struct AllowArgs {
+    /// Segments: send a run that removes more than `max_removal_ratio` or empties a segment.
     #[arg(long)]
     pub(crate) allow_mass_removal: bool,
+    /// Metrics: delete and re-create a metric whose kind changed.
+    #[arg(long)]
+    pub(crate) allow_recreate: bool,
 }
 
 /// `ldsync run`.
@@ -121,9 +131,8 @@ pub(crate) struct PlanArgs {
 pub(crate) struct RunArgs {
     /// The syncs to run (all when none is named).
     pub(crate) syncs: Vec<String>,
-    /// Send a run that removes more than `max_removal_ratio` or empties a segment.
-    #[arg(long)]
-    pub(crate) allow_mass_removal: bool,
+    #[command(flatten)]
+    pub(crate) allow: AllowArgs,
 }
 
 /// `ldsync backfill`.
@@ -131,9 +140,32 @@ pub(crate) struct RunArgs {
 pub(crate) struct BackfillArgs {
     /// The sync to backfill.
     pub(crate) sync: String,
-    /// Send a backfill that empties a segment.
+    /// Metric events: the start of the time range (RFC 3339, or a date for its midnight UTC).
+    #[arg(long, value_parser = parse_instant)]
+    pub(crate) from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Metric events: the end of the time range, excluded.
+    #[arg(long, value_parser = parse_instant)]
+    pub(crate) to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Metric events: the length of each window (`1d`, `6h` …), each journaled on its own.
+    #[arg(long, default_value = "1d")]
+    pub(crate) window: ldsync_config::HumanDuration,
+    /// Show what the backfill would send; send nothing.
     #[arg(long)]
-    pub(crate) allow_mass_removal: bool,
+    pub(crate) plan: bool,
+    #[command(flatten)]
+    pub(crate) allow: AllowArgs,
+}
+
+/// An RFC 3339 time, or a date read as its midnight in UTC.
+fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(instant) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(instant.to_utc());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|time| time.and_utc())
+        .ok_or_else(|| format!("invalid time `{text}`: expected RFC 3339 such as `2024-01-01T00:00:00Z`, or a date such as `2024-01-01`"))
 }
 
 /// `ldsync validate`.

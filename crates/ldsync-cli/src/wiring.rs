@@ -11,7 +11,7 @@ use ldsync_source::{DuckDbSource, PostgresSource};
 /// A warehouse of any kind.
 #[derive(Debug)]
 pub(crate) enum Warehouse {
-    Postgres(PostgresSource),
+    Postgres(Box<PostgresSource>),
     DuckDb(DuckDbSource),
 }
 
@@ -19,7 +19,7 @@ impl Warehouse {
     pub(crate) fn new(spec: &WarehouseSpec) -> Result<Self, ldsync_source::Error> {
         Ok(match spec {
             WarehouseSpec::Postgres { url, statement_timeout } => {
-                Self::Postgres(PostgresSource::new(url, *statement_timeout)?)
+                Self::Postgres(Box::new(PostgresSource::new(url, *statement_timeout)?))
             }
             WarehouseSpec::DuckDb { path: Some(path), statement_timeout } => {
                 Self::DuckDb(DuckDbSource::open(path, *statement_timeout))

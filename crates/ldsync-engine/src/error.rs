@@ -44,6 +44,30 @@ pub enum Error {
         #[source]
         source: Box<ldsync_launchdarkly::Error>,
     },
+    /// LaunchDarkly refused or failed a request about metric definitions.
+    #[error("sync `{sync}`: {what}")]
+    Metrics {
+        /// The sync.
+        sync: String,
+        /// The request's object, such as ``metric `revenue` ``.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Box<ldsync_launchdarkly::Error>,
+    },
+    /// LaunchDarkly refused or failed a metric-event import.
+    #[error("sync `{sync}`: metric-event batch `{batch}` (payload `{payload_id}`)")]
+    Events {
+        /// The sync.
+        sync: String,
+        /// The batch's id in the journal.
+        batch: String,
+        /// The batch's `X-LaunchDarkly-Payload-ID`.
+        payload_id: String,
+        /// The client's error.
+        #[source]
+        source: Box<ldsync_launchdarkly::Error>,
+    },
     /// The state store failed.
     #[error("sync `{sync}`: the state store failed")]
     State {
@@ -79,7 +103,9 @@ impl Classify for Error {
             Self::Source { .. } | Self::Contract { .. } | Self::Guardrail { .. } => {
                 ErrorDomain::Config
             }
-            Self::LaunchDarkly { source, .. } => source.domain(),
+            Self::LaunchDarkly { source, .. }
+            | Self::Metrics { source, .. }
+            | Self::Events { source, .. } => source.domain(),
             Self::Snapshot { .. } | Self::Internal { .. } => ErrorDomain::Internal,
         }
     }
@@ -87,7 +113,9 @@ impl Classify for Error {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Source { retryable, .. } => *retryable,
-            Self::LaunchDarkly { source, .. } => source.is_retryable(),
+            Self::LaunchDarkly { source, .. }
+            | Self::Metrics { source, .. }
+            | Self::Events { source, .. } => source.is_retryable(),
             Self::State { source, .. } => source.is_retryable(),
             Self::Contract { .. }
             | Self::Guardrail { .. }

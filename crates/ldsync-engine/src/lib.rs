@@ -14,6 +14,8 @@
 //! ```
 
 mod error;
+pub mod events;
+pub mod metrics;
 mod run;
 pub mod segment;
 

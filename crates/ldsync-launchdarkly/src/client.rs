@@ -238,7 +238,7 @@ impl LaunchDarklyClient {
                         status = %status,
                         attempt,
                         delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        error = %failure,
+                        error = %with_causes(&failure),
                         "Retrying a LaunchDarkly request."
                     );
                     tokio::time::sleep(delay).await;
@@ -251,7 +251,7 @@ impl LaunchDarklyClient {
                         route: name,
                         attempts: attempt,
                         elapsed: started.elapsed(),
-                        last: format!("{failure:#}"),
+                        last: with_causes(&failure),
                     });
                 }
             }
@@ -291,6 +291,27 @@ impl Error {
     fn is_final_status(&self) -> bool {
         matches!(self, Self::Status { status, .. } if *status != 429 && (*status < 500 || *status == 501))
     }
+}
+
+/// `error` followed by its causes, as `error: cause: cause`.
+///
+/// `format!("{failure:#}")` printed a transport failure as just "cannot reach LaunchDarkly at
+/// …": `{:#}` shows no causes for a `thiserror` error, so a spent budget did not say whether
+/// the connection was refused, reset or timed out. The causes never hold the token, which
+/// travels in a header, not in the URL.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // hyper repeats its cause in its own message; say each thing once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

@@ -22,14 +22,21 @@
 
 mod client;
 mod error;
+mod events;
 mod limiter;
+mod metrics;
 mod model;
 pub mod retry;
 mod segments;
 
 pub use client::{ClientOptions, LaunchDarklyClient, Route, API_VERSION, USER_AGENT};
 pub use error::{Error, Result};
+pub use events::{
+    event_payloads, gzip, CustomEvent, EventPayload, EVENTS_USER_AGENT, EVENT_SCHEMA,
+    MAX_EVENT_PAYLOAD_BYTES,
+};
 pub use limiter::{Limiter, LimiterOptions, RateLimitHeaders};
+pub use metrics::{MetricPost, MetricRep, PatchOp, METRICS_PAGE_LIMIT};
 pub use model::EnvironmentRep;
 pub use retry::{RetryAction, RetryPolicy};
 pub use segments::{

@@ -113,8 +113,7 @@ impl DuckDbSource {
             .map_err(|err| query_error(&err))?;
         let columns: Arc<[String]> = rows
             .as_ref()
-            .map(|statement| statement.column_names().into())
-            .unwrap_or_else(|| Arc::from(Vec::new()));
+            .map_or_else(|| Arc::from(Vec::new()), |statement| statement.column_names().into());
         let mut batch = Vec::with_capacity(batch_rows);
         while let Some(row) = rows.next().map_err(|err| query_error(&err))? {
             let mut values = Vec::with_capacity(columns.len());

@@ -59,8 +59,7 @@ pub enum Error {
 impl Classify for Error {
     fn domain(&self) -> ErrorDomain {
         match self {
-            Self::Connect { .. } => ErrorDomain::External,
-            Self::Query { retryable: true, .. } => ErrorDomain::External,
+            Self::Connect { .. } | Self::Query { retryable: true, .. } => ErrorDomain::External,
             Self::Query { .. } | Self::UnsupportedType { .. } | Self::Parameter { .. } => {
                 ErrorDomain::Config
             }

@@ -137,6 +137,7 @@ fn connect_error(err: tokio_postgres::Error) -> Error {
     Error::Connect { engine: ENGINE, message }
 }
 
+#[expect(clippy::needless_pass_by_value, reason = "it is the `map_err` adapter of every query")]
 fn query_error(err: tokio_postgres::Error) -> Error {
     let Some(db) = err.as_db_error() else {
         if err.is_closed() {

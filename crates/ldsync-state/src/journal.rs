@@ -163,6 +163,24 @@ impl Journal {
         }
     }
 
+    /// Writes `name`, a file the pending plan will refer to (such as a request body), durably
+    /// and atomically; write it before [`Journal::begin`]. It goes with the plan at commit.
+    pub fn write_pending(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let files = self.dir.join("files");
+        create_private_dir(&files)?;
+        write_atomically(&files.join(file_name(name)), bytes)
+    }
+
+    /// Reads `name`, a file written with [`Journal::write_pending`]; `None` when it is missing.
+    pub fn read_pending(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join("files").join(file_name(name));
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(io(&path)(error)),
+        }
+    }
+
     fn discard(&self) -> Result<()> {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),

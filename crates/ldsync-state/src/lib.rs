@@ -21,12 +21,14 @@
 
 mod dir;
 mod error;
+mod events;
 mod history;
 mod journal;
 mod lock;
 
 pub use dir::{StateDir, FORMAT_VERSION};
 pub use error::{Error, Result};
+pub use events::{BackfillProgress, EventLedger, EventsState, DAY_MS};
 pub use history::{History, Rejection, RunRecord};
 pub use journal::{Journal, Plan};
 pub use lock::{LockHolder, SyncLock};

@@ -1,16 +1,20 @@
-//! `ldsync plan`, `ldsync run` and `ldsync backfill`.
+//! `ldsync plan`, `ldsync run` and `ldsync backfill`, for every kind of sync.
 
 use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use ldsync_config::{Project, StateSpec, SyncObject, SyncSpec};
-use ldsync_engine::segment::{RunOptions, SegmentReport, SegmentSync};
+use ldsync_engine::{
+    events::{Backfill, EventsReport, EventsSync},
+    metrics::{MetricsOptions, MetricsReport, MetricsSync},
+    segment::{RunOptions, SegmentReport, SegmentSync},
+};
 use ldsync_launchdarkly::Limiter;
 use ldsync_state::StateDir;
 use serde::Serialize;
 
 use crate::{
-    cli::{BackfillArgs, GlobalArgs, OutputFormat, PlanArgs, RunArgs},
+    cli::{AllowArgs, BackfillArgs, GlobalArgs, OutputFormat, PlanArgs, RunArgs},
     exit, output, wiring,
 };
 
@@ -18,10 +22,28 @@ use crate::{
 const CHANGES_PENDING: u8 = 2;
 
 /// What the command does to each sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Mode {
+    /// Show what a run would send.
     Plan,
+    /// One incremental run.
     Run,
+    /// A full resync (segments, metrics) or a time range (events); `plan` only shows it.
+    Backfill { range: Option<Backfill>, plan: bool },
+}
+
+impl Mode {
+    fn is_plan(self) -> bool {
+        matches!(self, Self::Plan | Self::Backfill { plan: true, .. })
+    }
+
+    fn command(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Run => "run",
+            Self::Backfill { .. } => "backfill",
+        }
+    }
 }
 
 /// The JSON document of `plan`, `run` and `backfill`.
@@ -33,13 +55,41 @@ struct Document {
     syncs: Vec<SyncResult>,
 }
 
+/// One sync's report, whichever its object.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Report {
+    Segment(SegmentReport),
+    Events(EventsReport),
+    Metrics(MetricsReport),
+}
+
+impl Report {
+    fn has_changes(&self) -> bool {
+        match self {
+            Self::Segment(report) => report.has_changes(),
+            Self::Events(report) => report.has_changes(),
+            Self::Metrics(report) => report.has_changes(),
+        }
+    }
+
+    /// Whether the sync reached the state the warehouse asks for (or would, for a plan).
+    fn ok(&self) -> bool {
+        match self {
+            Self::Segment(report) => report.refusal.is_none(),
+            Self::Events(_) => true,
+            Self::Metrics(report) => report.refused.is_empty(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct SyncResult {
     sync: String,
     object: &'static str,
     ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    report: Option<SegmentReport>,
+    report: Option<Report>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -69,21 +119,19 @@ fn select<'p>(project: &'p Project, names: &[String]) -> Result<Vec<&'p SyncSpec
     }
     let mut selected = Vec::new();
     for name in names {
-        match project.syncs.get(name.as_str()) {
-            Some(sync) => selected.push(sync),
-            None => {
-                let known: Vec<_> = project.syncs.keys().map(|k| format!("`{k}`")).collect();
-                eprintln!(
-                    "error: unknown sync `{name}`: expected one of {}",
-                    if known.is_empty() {
-                        "none (syncs/ is empty)".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-                return Err(ExitCode::from(exit::CONFIG));
-            }
-        }
+        let Some(sync) = project.syncs.get(name.as_str()) else {
+            let known: Vec<_> = project.syncs.keys().map(|k| format!("`{k}`")).collect();
+            eprintln!(
+                "error: unknown sync `{name}`: expected one of {}",
+                if known.is_empty() {
+                    "none (syncs/ is empty)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+            return Err(ExitCode::from(exit::CONFIG));
+        };
+        selected.push(sync);
     }
     Ok(selected)
 }
@@ -98,9 +146,7 @@ fn state_dir(project: &Project) -> anyhow::Result<StateDir> {
 }
 
 pub(crate) async fn plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let options =
-        RunOptions { allow_mass_removal: args.allow_mass_removal, ..RunOptions::default() };
-    let document = match execute(global, &args.syncs, Mode::Plan, options).await? {
+    let document = match execute(global, &args.syncs, Mode::Plan, args.allow).await? {
         Ok(document) => document,
         Err(code) => return Ok(code),
     };
@@ -114,33 +160,35 @@ pub(crate) async fn plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result
 }
 
 pub(crate) async fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let options =
-        RunOptions { allow_mass_removal: args.allow_mass_removal, ..RunOptions::default() };
-    finish(execute(global, &args.syncs, Mode::Run, options).await?)
+    Ok(exit_code(execute(global, &args.syncs, Mode::Run, args.allow).await?))
 }
 
 pub(crate) async fn backfill(global: &GlobalArgs, args: &BackfillArgs) -> anyhow::Result<ExitCode> {
-    let options = RunOptions {
-        allow_mass_removal: args.allow_mass_removal,
-        backfill: true,
-        ..RunOptions::default()
+    let range = match (args.from, args.to) {
+        (Some(from), Some(to)) => Some(Backfill::new(from, to).with_window(args.window.get())),
+        (None, None) => None,
+        _ => {
+            eprintln!("error: `--from` and `--to` go together");
+            return Ok(ExitCode::from(exit::CONFIG));
+        }
     };
-    finish(execute(global, std::slice::from_ref(&args.sync), Mode::Run, options).await?)
+    let mode = Mode::Backfill { range, plan: args.plan };
+    Ok(exit_code(execute(global, std::slice::from_ref(&args.sync), mode, args.allow).await?))
 }
 
-fn finish(document: Result<Document, ExitCode>) -> anyhow::Result<ExitCode> {
-    Ok(match document {
+fn exit_code(document: Result<Document, ExitCode>) -> ExitCode {
+    match document {
         Ok(document) if document.ok => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(exit::FAILURE),
         Err(code) => code,
-    })
+    }
 }
 
 async fn execute(
     global: &GlobalArgs,
     names: &[String],
     mode: Mode,
-    options: RunOptions,
+    allow: AllowArgs,
 ) -> anyhow::Result<Result<Document, ExitCode>> {
     let project = match load(global) {
         Ok(project) => project,
@@ -151,44 +199,30 @@ async fn execute(
         Err(code) => return Ok(Err(code)),
     };
     let state = state_dir(&project).context("cannot open the state store")?;
+    // One limiter for the whole process: every sync shares LaunchDarkly's account limits.
     let limiter = Arc::new(Limiter::default());
     let mut results = Vec::new();
     for sync in syncs {
-        let result = match one(&project, sync, &state, &limiter, mode, options).await {
-            Ok(report) => {
-                let ok = report.refusal.is_none();
-                SyncResult {
-                    sync: sync.name.to_string(),
-                    object: sync.object.kind(),
-                    ok,
-                    report: Some(report),
-                    error: None,
-                }
-            }
+        let (report, error) = match one(&project, sync, &state, &limiter, mode, allow).await {
+            Ok(report) => (Some(report), None),
             Err(error) => {
                 let message = format!("{error:#}");
                 tracing::error!(sync = %sync.name, error = %message, "The sync failed.");
-                SyncResult {
-                    sync: sync.name.to_string(),
-                    object: sync.object.kind(),
-                    ok: false,
-                    report: None,
-                    error: Some(message),
-                }
+                (None, Some(message))
             }
         };
-        results.push(result);
+        results.push(SyncResult {
+            sync: sync.name.to_string(),
+            object: sync.object.kind(),
+            ok: report.as_ref().is_some_and(Report::ok),
+            report,
+            error,
+        });
     }
     let document = Document {
-        command: match (mode, options.backfill) {
-            (Mode::Plan, _) => "plan",
-            (Mode::Run, false) => "run",
-            (Mode::Run, true) => "backfill",
-        },
+        command: mode.command(),
         ok: results.iter().all(|r| r.ok),
-        changes_pending: results
-            .iter()
-            .any(|r| r.report.as_ref().is_some_and(SegmentReport::has_changes)),
+        changes_pending: results.iter().any(|r| r.report.as_ref().is_some_and(Report::has_changes)),
         syncs: results,
     };
     match global.output {
@@ -198,104 +232,223 @@ async fn execute(
     Ok(Ok(document))
 }
 
+/// Plans or runs one sync: the wiring of its warehouse and environment, then its object.
 async fn one(
     project: &Project,
     sync: &SyncSpec,
     state: &StateDir,
     limiter: &Arc<Limiter>,
     mode: Mode,
-    options: RunOptions,
-) -> anyhow::Result<SegmentReport> {
-    let SyncObject::Segment(spec) = &sync.object else {
-        anyhow::bail!(
-            "sync `{}`: `[{}]` syncs cannot be planned or run by this version of ldsync yet",
-            sync.name,
-            sync.object.kind()
-        );
-    };
-    let warehouse_spec = &project.warehouses[&sync.warehouse];
+    allow: AllowArgs,
+) -> anyhow::Result<Report> {
     let environment = &project.environments[&sync.environment];
-    let warehouse = wiring::Warehouse::new(warehouse_spec)
+    let warehouse = wiring::Warehouse::new(&project.warehouses[&sync.warehouse])
         .with_context(|| format!("sync `{}`: warehouse `{}`", sync.name, sync.warehouse))?;
     let client = wiring::launchdarkly_client(environment, limiter)
         .with_context(|| format!("sync `{}`: environment `{}`", sync.name, sync.environment))?;
-    let segment_sync = SegmentSync {
-        name: &sync.name,
-        spec,
-        source: &warehouse,
-        client: &client,
-        project: environment.project.as_str(),
-        environment: &environment.environment,
-        state,
-    };
-    let report = match mode {
-        Mode::Plan => segment_sync.plan(options).await?,
-        Mode::Run => segment_sync.run(options).await?,
-    };
-    Ok(report)
+    let (name, project_key, env_key) =
+        (&sync.name, environment.project.as_str(), environment.environment.as_str());
+    Ok(match &sync.object {
+        SyncObject::Segment(spec) => {
+            let segments = SegmentSync {
+                name,
+                spec,
+                source: &warehouse,
+                client: &client,
+                project: project_key,
+                environment: env_key,
+                state,
+            };
+            let options = RunOptions {
+                allow_mass_removal: allow.allow_mass_removal,
+                backfill: matches!(mode, Mode::Backfill { .. }),
+                ..RunOptions::default()
+            };
+            Report::Segment(if mode.is_plan() {
+                segments.plan(options).await?
+            } else {
+                segments.run(options).await?
+            })
+        }
+        SyncObject::MetricEvents(spec) => {
+            let events = EventsSync {
+                name,
+                spec,
+                source: &warehouse,
+                client: &client,
+                project: project_key,
+                environment: env_key,
+                state,
+            };
+            Report::Events(match mode {
+                Mode::Plan => events.plan().await?,
+                Mode::Run => events.run().await?,
+                Mode::Backfill { range: None, .. } => anyhow::bail!(
+                    "sync `{name}`: a metric events backfill needs a time range: `--from T --to T`"
+                ),
+                Mode::Backfill { range: Some(range), plan: true } => {
+                    events.plan_backfill(range).await?
+                }
+                Mode::Backfill { range: Some(range), plan: false } => {
+                    events.backfill(range).await?
+                }
+            })
+        }
+        SyncObject::Metrics(spec) => {
+            let metrics = MetricsSync {
+                name,
+                spec,
+                source: &warehouse,
+                client: &client,
+                project: project_key,
+                state,
+            };
+            let options = MetricsOptions { allow_recreate: allow.allow_recreate };
+            Report::Metrics(match mode {
+                Mode::Plan | Mode::Backfill { plan: true, .. } => metrics.plan(options).await?,
+                Mode::Run => metrics.run(options).await?,
+                Mode::Backfill { plan: false, .. } => metrics.backfill(options).await?,
+            })
+        }
+    })
 }
 
 fn text(document: &Document, mode: Mode) -> Vec<String> {
     let mut lines = Vec::new();
-    let verb = if mode == Mode::Plan { "would" } else { "did" };
+    let verb = if mode.is_plan() { "would take" } else { "took" };
     for result in &document.syncs {
-        let Some(report) = &result.report else {
-            lines.push(format!(
+        match &result.report {
+            None => lines.push(format!(
                 "sync `{}`: FAILED: {}",
                 result.sync,
-                result.error.as_deref().unwrap_or("")
-            ));
-            continue;
-        };
-        if let Some(run) = &report.resumed {
-            lines.push(format!(
-                "sync `{}`: {} finish the interrupted run {run} first",
-                report.sync,
-                if mode == Mode::Plan { "`ldsync run` will" } else { "did" }
-            ));
-        }
-        for segment in &report.segments {
-            let how = if segment.via_import { "CSV import" } else { "request" };
-            lines.push(format!(
-                "sync `{}` → segment `{}`: +{} −{} (members {} → {}), {verb} take {} {how}{}",
-                report.sync,
-                segment.segment,
-                segment.adds,
-                segment.removes,
-                segment.members_before,
-                segment.members_after,
-                segment.requests,
-                if segment.requests == 1 { "" } else { "s" }
-            ));
-            if !segment.sample_adds.is_empty() {
-                lines.push(format!("  adds: {}", samples(&segment.sample_adds, segment.adds)));
-            }
-            if !segment.sample_removes.is_empty() {
-                lines.push(format!(
-                    "  removes: {}",
-                    samples(&segment.sample_removes, segment.removes)
-                ));
-            }
-        }
-        if report.rejected > 0 {
-            let first: Vec<_> = report
-                .rejections
-                .iter()
-                .take(3)
-                .map(|r| format!("row {}: {}", r.row, r.reason))
-                .collect();
-            lines.push(format!(
-                "  rejected {} of {} rows: {}",
-                report.rejected,
-                report.rows,
-                first.join("; ")
-            ));
-        }
-        if let Some(refusal) = &report.refusal {
-            lines.push(format!("sync `{}`: REFUSED: {refusal}", report.sync));
+                result.error.as_deref().unwrap_or_default()
+            )),
+            Some(Report::Segment(report)) => segment_lines(&mut lines, report, mode, verb),
+            Some(Report::Events(report)) => events_lines(&mut lines, report, verb),
+            Some(Report::Metrics(report)) => metrics_lines(&mut lines, report),
         }
     }
     lines
+}
+
+fn segment_lines(lines: &mut Vec<String>, report: &SegmentReport, mode: Mode, verb: &str) {
+    if let Some(run) = &report.resumed {
+        let who = if mode.is_plan() { "`ldsync run` will finish" } else { "finished" };
+        lines.push(format!("sync `{}`: {who} the interrupted run {run} first", report.sync));
+    }
+    for segment in &report.segments {
+        let how = if segment.via_import { "CSV import" } else { "request" };
+        lines.push(format!(
+            "sync `{}` → segment `{}`: +{} −{} (members {} → {}), {verb} {} {how}{}",
+            report.sync,
+            segment.segment,
+            segment.adds,
+            segment.removes,
+            segment.members_before,
+            segment.members_after,
+            segment.requests,
+            if segment.requests == 1 { "" } else { "s" }
+        ));
+        if !segment.sample_adds.is_empty() {
+            lines.push(format!("  adds: {}", samples(&segment.sample_adds, segment.adds)));
+        }
+        if !segment.sample_removes.is_empty() {
+            lines.push(format!("  removes: {}", samples(&segment.sample_removes, segment.removes)));
+        }
+    }
+    rejected_lines(lines, &report.rejections, report.rejected, report.rows);
+    if let Some(refusal) = &report.refusal {
+        lines.push(format!("sync `{}`: REFUSED: {refusal}", report.sync));
+    }
+}
+
+fn events_lines(lines: &mut Vec<String>, report: &EventsReport, verb: &str) {
+    if let Some(run) = &report.resumed {
+        lines.push(format!(
+            "sync `{}`: finishing the interrupted run {run}: {} batches",
+            report.sync, report.resumed_batches
+        ));
+    }
+    let cursor = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.map_or_else(|| "none".to_owned(), |at| at.to_rfc3339())
+    };
+    lines.push(format!(
+        "sync `{}` → metric events: {} to send ({} already sent, {} rejected) from {} rows read since {}, {verb} {} request{}; cursor {} → {}",
+        report.sync,
+        report.events,
+        report.duplicates,
+        report.rejected,
+        report.rows,
+        report.read_from.to_rfc3339(),
+        report.batches,
+        if report.batches == 1 { "" } else { "s" },
+        cursor(report.cursor_before),
+        cursor(report.cursor_after),
+    ));
+    for window in &report.windows {
+        lines.push(format!(
+            "  window {} – {}: {}",
+            window.start.to_rfc3339(),
+            window.end.to_rfc3339(),
+            if window.already_done {
+                "already sent".to_owned()
+            } else {
+                format!("{} events, {} already sent", window.events, window.duplicates)
+            }
+        ));
+    }
+    rejected_lines(lines, &report.rejections, report.rejected, report.rows);
+}
+
+fn metrics_lines(lines: &mut Vec<String>, report: &MetricsReport) {
+    lines.push(format!(
+        "sync `{}` → metrics: {} to create, {} to patch, {} to re-create, {} to archive, {} unchanged",
+        report.sync,
+        report.creates.len(),
+        report.patches.len(),
+        report.recreates.len(),
+        report.archives.len(),
+        report.unchanged
+    ));
+    for create in &report.creates {
+        lines.push(format!("  create `{}` ({:?})", create.key, create.kind));
+    }
+    for patch in &report.patches {
+        for change in &patch.changes {
+            let show = |value: &Option<serde_json::Value>| {
+                value.as_ref().map_or_else(|| "(none)".to_owned(), ToString::to_string)
+            };
+            lines.push(format!(
+                "  patch `{}`: {}: {} → {}{}",
+                patch.key,
+                change.field,
+                show(&change.old),
+                show(&change.new),
+                if change.drift { " (changed in LaunchDarkly)" } else { "" }
+            ));
+        }
+    }
+    for archive in &report.archives {
+        lines.push(format!("  archive `{archive}` (it left the query)"));
+    }
+    for refusal in &report.refused {
+        lines.push(format!("  REFUSED `{}`: {}", refusal.key, refusal.reason));
+    }
+    rejected_lines(lines, &report.rejections, report.rejected, report.rows);
+}
+
+fn rejected_lines(
+    lines: &mut Vec<String>,
+    rejections: &[ldsync_state::Rejection],
+    rejected: u64,
+    rows: u64,
+) {
+    if rejected == 0 {
+        return;
+    }
+    let first: Vec<_> =
+        rejections.iter().take(3).map(|r| format!("row {}: {}", r.row, r.reason)).collect();
+    lines.push(format!("  rejected {rejected} of {rows} rows: {}", first.join("; ")));
 }
 
 fn samples(keys: &[String], total: u64) -> String {

@@ -1,0 +1,4 @@
+//! Integration tests of the engine, one module per area, against the emulator.
+
+mod events;
+mod metrics;
