@@ -1,6 +1,8 @@
 //! End-to-end tests of the `ldsync` binary: each runs it as a child process.
 
 mod connections;
+mod events;
+mod metrics;
 mod segments;
 mod validate;
 

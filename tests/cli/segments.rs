@@ -19,12 +19,17 @@ pub(crate) struct Project {
     pub(crate) emulator: Emulator,
 }
 
-const TOKEN: &str = "api-e2e-secret-7d1f";
+pub(crate) const TOKEN: &str = "api-e2e-secret-7d1f";
 
 impl Project {
     /// A project whose warehouse is `warehouse` (a TOML table body) and whose only sync is
     /// `sync` (a `[segment]` table and its options).
     pub(crate) async fn new(warehouse: &str, sync: &str) -> Self {
+        Self::with_sync(warehouse, "members", sync).await
+    }
+
+    /// A project whose only sync is `syncs/NAME.toml` with `sync` as its object table.
+    pub(crate) async fn with_sync(warehouse: &str, name: &str, sync: &str) -> Self {
         let emulator = Emulator::start(EmulatorConfig::default().with_token(TOKEN)).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
@@ -35,7 +40,7 @@ impl Project {
         std::fs::write(dir.path().join("ldsync.toml"), config).unwrap();
         std::fs::create_dir(dir.path().join("syncs")).unwrap();
         std::fs::write(
-            dir.path().join("syncs/members.toml"),
+            dir.path().join(format!("syncs/{name}.toml")),
             format!("warehouse = \"w\"\nenvironment = \"e\"\n\n{sync}"),
         )
         .unwrap();
@@ -44,6 +49,12 @@ impl Project {
 
     pub(crate) fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Runs a SQL script against the project's DuckDB warehouse file.
+    pub(crate) async fn duckdb(&self, sql: &str) {
+        let path = self.path().join("warehouse.duckdb");
+        ldsync_source::DuckDbSource::execute_script(path, sql.to_owned()).await.unwrap();
     }
 
     /// Runs `ldsync ARGS` in the project; waits at most two minutes.
@@ -127,7 +138,7 @@ pub(crate) fn churn(
 
 const SEGMENT_SYNC: &str = "[segment]\nkey = \"members\"\nmax_removal_ratio = 1.0\nbatch_size = 100\nquery = \"select id as context_key from users where member\"\n";
 
-fn assert_success(output: &Output) {
+pub(crate) fn assert_success(output: &Output) {
     assert!(output.status.success(), "{}", describe(output));
     let all = format!(
         "{}{}",
