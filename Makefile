@@ -14,8 +14,11 @@ LDSYNC := $(CARGO_TARGET_DIR)/release/ldsync
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## Build the ldsync binary (release)
-	$(CARGO) build $(CARGO_FLAGS) -p ldsync-cli
+# Every build selects the whole workspace with all targets, as `cargo test --workspace` does:
+# selecting one package (`-p`) can change the features of DuckDB's build dependencies, and
+# with them the hash under which its 45-minute C++ build is cached.
+build: ## Build the ldsync binary and everything else (release)
+	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

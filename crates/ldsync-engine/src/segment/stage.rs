@@ -1,6 +1,6 @@
 //! The stage step of a segment sync: rows → one key set per segment, and rejections.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use futures_util::TryStreamExt;
 use ldsync_core::{RowBatch, SegmentKey, Source, Value, DEFAULT_BATCH_ROWS};
@@ -61,12 +61,12 @@ fn columns(sync: &str, batch: &RowBatch, fixed_segment: bool) -> Result<Columns>
     }
 }
 
-/// The text of a key column, or why the row is rejected.
-fn key_text(value: &Value, column: &str) -> Result<String, String> {
+/// The text of a key column (borrowed when it is text), or why the row is rejected.
+fn key_text<'v>(value: &'v Value, column: &str) -> Result<Cow<'v, str>, String> {
     match value {
         Value::Text(text) if text.is_empty() => Err(format!("`{column}` is empty")),
-        Value::Text(text) => Ok(text.clone()),
-        Value::Int(number) => Ok(number.to_string()),
+        Value::Text(text) => Ok(Cow::Borrowed(text)),
+        Value::Int(number) => Ok(Cow::Owned(number.to_string())),
         Value::Null => Err(format!("`{column}` is NULL")),
         other => Err(format!("`{column}` is a {}, expected text", other.type_name())),
     }
@@ -112,22 +112,27 @@ pub(crate) async fn stage<S: Source>(
                     continue;
                 }
             };
-            let segment = match (fixed_segment, layout.segment_key) {
-                (Some(fixed), _) => fixed.to_string(),
+            let segment: Cow<'_, str> = match (fixed_segment, layout.segment_key) {
+                (Some(fixed), _) => Cow::Borrowed(fixed.as_str()),
                 (None, Some(column)) => {
-                    match key_text(&row[column], "segment_key")
-                        .and_then(|text| SegmentKey::new(text).map_err(|err| err.to_string()))
-                    {
-                        Ok(segment) => segment.to_string(),
+                    match key_text(&row[column], "segment_key").and_then(|text| {
+                        SegmentKey::new(text.into_owned()).map_err(|err| err.to_string())
+                    }) {
+                        Ok(segment) => Cow::Owned(segment.to_string()),
                         Err(reason) => {
-                            staged.reject(position, Some(key), reason);
+                            staged.reject(position, Some(key.into_owned()), reason);
                             continue;
                         }
                     }
                 }
                 (None, None) => unreachable!("`columns` requires segment_key without a fixed key"),
             };
-            staged.segments.entry(segment).or_default().push(key.as_bytes());
+            // The common case, a segment already seen, costs no allocation.
+            if let Some(builder) = staged.segments.get_mut(segment.as_ref()) {
+                builder.push(key.as_bytes());
+            } else {
+                staged.segments.entry(segment.into_owned()).or_default().push(key.as_bytes());
+            }
         }
     }
     Ok(staged)

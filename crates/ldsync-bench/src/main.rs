@@ -1,0 +1,280 @@
+//! `make bench`: PRODUCT.md's segment scenarios, each measured as a ratio against a baseline
+//! taken in the same run on the same machine.
+//!
+//! Baselines: the fastest plain extraction of the sync's query out of PostgreSQL (`COPY … TO
+//! STDOUT`, text or binary, drained), and DuckDB's `EXCEPT` diff of the same keys. Scenarios:
+//! a first load, a sync with no changes, a sync with 1 % churn (each an `ldsync run` child
+//! process against a throwaway PostgreSQL and the emulator, with its peak memory), the diff
+//! step alone, and the requests sent against ⌈changes / batch⌉. `BENCH_ROWS` sets the size
+//! (default 1 000 000); the binary prints a Markdown table.
+
+#![expect(clippy::cast_precision_loss, reason = "ratios of counts and bytes need no exact digits")]
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use futures_util::{pin_mut, TryStreamExt};
+use ldsync_diff::{diff, KeySetBuilder};
+use ldsync_emulator::{Emulator, EmulatorConfig};
+use ldsync_test_support::PostgresServer;
+
+/// What the bench measured, as rows of a Markdown table.
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 4]>,
+}
+
+impl Table {
+    fn row(&mut self, scenario: &str, measured: String, ratio: String, bar: &str) {
+        eprintln!("{scenario}: {measured} ({ratio}; bar {bar})");
+        self.rows.push([scenario.to_owned(), measured, ratio, bar.to_owned()]);
+    }
+
+    fn markdown(&self) -> String {
+        let mut out =
+            String::from("| scenario | measured | ratio | bar |\n| --- | --- | --- | --- |\n");
+        for [a, b, c, d] in &self.rows {
+            let _ = writeln!(out, "| {a} | {b} | {c} | {d} |");
+        }
+        out
+    }
+}
+
+fn secs(duration: Duration) -> String {
+    format!("{:.2} s", duration.as_secs_f64())
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2} ×", a.as_secs_f64() / b.as_secs_f64())
+}
+
+/// The key of row `i`: 20 bytes, like the product's benchmark keys.
+fn key(i: u64) -> String {
+    format!("user-{i:015}")
+}
+
+/// Runs `ldsync run` in `dir`, returning its wall time and peak resident memory (bytes).
+fn ldsync_run(ldsync: &Path, dir: &Path, token: &str) -> (Duration, u64) {
+    let started = Instant::now();
+    let mut child = Command::new(ldsync)
+        .arg("run")
+        .current_dir(dir)
+        .env("LD_ACCESS_TOKEN", token)
+        .env("LDSYNC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ldsync starts");
+    let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib * 1024);
+            }
+        }
+        if let Some(status) = child.try_wait().expect("ldsync can be waited on") {
+            assert!(status.success(), "ldsync run failed: {status}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (started.elapsed(), peak)
+}
+
+/// Drains `COPY (query) TO STDOUT` in `format`, returning the time and the bytes read.
+async fn copy_out(client: &tokio_postgres::Client, query: &str, binary: bool) -> (Duration, u64) {
+    let format = if binary { " (format binary)" } else { "" };
+    let started = Instant::now();
+    let stream = client.copy_out(&format!("copy ({query}) to stdout{format}")).await.unwrap();
+    pin_mut!(stream);
+    let mut bytes = 0;
+    while let Some(chunk) = stream.try_next().await.unwrap() {
+        bytes += chunk.len() as u64;
+    }
+    (started.elapsed(), bytes)
+}
+
+fn contexts_requests(emulator: &Emulator) -> u64 {
+    emulator
+        .stats()
+        .requests_by_route
+        .iter()
+        .filter(|(route, _)| route.ends_with("/contexts"))
+        .map(|(_, n)| *n)
+        .sum()
+}
+
+/// The ordered set of `keys`.
+fn key_set(keys: &[String]) -> ldsync_diff::KeySet {
+    let mut builder = KeySetBuilder::new();
+    for key in keys {
+        builder.push(key.as_bytes());
+    }
+    builder.build()
+}
+
+#[tokio::main]
+#[expect(clippy::too_many_lines, reason = "one scenario after another, in the order of the table")]
+async fn main() {
+    let rows: u64 =
+        std::env::var("BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let ldsync =
+        PathBuf::from(std::env::args().nth(1).expect("usage: ldsync-bench PATH/TO/ldsync"));
+    let mut table = Table::default();
+    let churn = rows / 200; // 0.5 % leave and 0.5 % join: 1 % churn
+    eprintln!("ldsync bench: {rows} rows, {} changes per churn run", 2 * churn);
+
+    // A throwaway PostgreSQL with the keys.
+    let server = PostgresServer::start().expect("PostgreSQL starts");
+    let client = server.connect().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "create table users (id text primary key);
+             insert into users select 'user-' || lpad(i::text, 15, '0') from generate_series(0, {}) i;",
+            rows - 1
+        ))
+        .await
+        .unwrap();
+    // VACUUM cannot share a batch (an implicit transaction) with other statements.
+    client.batch_execute("vacuum analyze users").await.unwrap();
+    let query = "select id as context_key from users";
+
+    // Baseline: the fastest plain extraction, warm.
+    let mut extraction = Duration::MAX;
+    for binary in [false, true, false, true] {
+        extraction = extraction.min(copy_out(&client, query, binary).await.0);
+    }
+    table.row(
+        "plain extraction (`COPY … TO STDOUT`, best of text/binary)",
+        secs(extraction),
+        "1.00 × (baseline)".into(),
+        "—",
+    );
+
+    // The project: the throwaway PostgreSQL → the emulator, no rate limit.
+    let token = "bench-token";
+    let emulator = Emulator::start(EmulatorConfig::default().with_token(token)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ldsync.toml"),
+        format!(
+            "[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"production\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
+            server.url(),
+            emulator.api_url(),
+            emulator.events_url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("syncs")).unwrap();
+    std::fs::write(
+        dir.path().join("syncs/bench.toml"),
+        format!("warehouse = \"pg\"\nenvironment = \"e\"\n[segment]\nkey = \"bench\"\nbatch_size = 1000\nquery = \"{query}\"\n"),
+    )
+    .unwrap();
+
+    // First load: through CSV imports.
+    let (first, first_peak) = ldsync_run(&ldsync, dir.path(), token);
+    let imports = emulator.snapshot().environment("default", "production").unwrap().imports.len();
+    table.row(
+        "first load (CSV imports)",
+        format!("{} in {imports} import file(s), peak {} MiB", secs(first), first_peak >> 20),
+        ratio(first, extraction),
+        "imports, not ⌈n/1000⌉ requests",
+    );
+
+    // No change.
+    let (unchanged, unchanged_peak) = ldsync_run(&ldsync, dir.path(), token);
+    table.row("sync with no changes", secs(unchanged), ratio(unchanged, extraction), "≤ 1.25 ×");
+    let raw = rows * 20;
+    let memory_bar = raw * 3 / 2 + (64 << 20);
+    table.row(
+        "peak memory, no-change sync",
+        format!("{} MiB", unchanged_peak >> 20),
+        format!("{:.2} × the bar", unchanged_peak as f64 / memory_bar as f64),
+        &format!("≤ 1.5 × raw keys ({} MiB) + 64 MiB = {} MiB", raw >> 20, memory_bar >> 20),
+    );
+
+    // 1 % churn.
+    client
+        .batch_execute(&format!(
+            "delete from users where id in (select id from users order by id limit {churn});
+             insert into users select 'user-' || lpad(i::text, 15, '0') from generate_series({rows}, {}) i;",
+            rows + churn - 1
+        ))
+        .await
+        .unwrap();
+    let before = contexts_requests(&emulator);
+    let (churned, churn_peak) = ldsync_run(&ldsync, dir.path(), token);
+    let requests = contexts_requests(&emulator) - before;
+    table.row(
+        "sync with 1 % churn",
+        format!("{}, peak {} MiB", secs(churned), churn_peak >> 20),
+        ratio(churned, extraction),
+        "≤ 1.35 ×",
+    );
+    let expected = 2 * churn.div_ceil(1000);
+    table.row(
+        "requests for 1 % churn",
+        format!("{requests}"),
+        format!("{:.2} × ⌈changes / batch⌉ = {expected}", requests as f64 / expected as f64),
+        "= ⌈changes / batch⌉ per direction",
+    );
+    let members =
+        emulator.snapshot().segment("default", "production", "bench").unwrap().included.len()
+            as u64;
+    assert_eq!(members, rows, "the emulator holds every member");
+
+    // The diff step alone, against DuckDB's EXCEPT on the same keys.
+    let previous: Vec<String> = (0..rows).map(key).collect();
+    let current: Vec<String> = (churn..rows + churn).map(key).collect();
+    let started = Instant::now();
+    let (old, new) = std::thread::scope(|scope| {
+        let old = scope.spawn(|| key_set(&previous));
+        (old.join().unwrap(), key_set(&current))
+    });
+    let changes = diff(&old, &new);
+    let ours = started.elapsed();
+    assert_eq!(changes.add_count() as u64 + changes.remove_count() as u64, 2 * churn);
+
+    let duck = duckdb::Connection::open_in_memory().unwrap();
+    duck.execute_batch(&format!(
+        "create table prev as select 'user-' || lpad(i::varchar, 15, '0') as k from range(0, {rows}) t(i);
+         create table cur as select 'user-' || lpad(i::varchar, 15, '0') as k from range({churn}, {}) t(i);",
+        rows + churn
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let duck_changes: i64 = duck
+        .query_row(
+            "select (select count(*) from (select k from cur except select k from prev)) + (select count(*) from (select k from prev except select k from cur))",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let theirs = started.elapsed();
+    assert_eq!(duck_changes.cast_unsigned(), 2 * churn);
+    table.row(
+        "diff step alone (build both key sets + merge)",
+        format!("{} vs DuckDB EXCEPT {}", secs(ours), secs(theirs)),
+        ratio(ours, theirs),
+        "≤ 1.0 × DuckDB (stretch 0.6 ×)",
+    );
+
+    // The report is this binary's output.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "Measured with {rows} rows of 20-byte keys on this machine ({} cores).\n\n{}",
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        table.markdown()
+    );
+}
