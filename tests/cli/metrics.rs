@@ -64,3 +64,128 @@ fn patches(project: &Project) -> u64 {
         .map(|(_, n)| *n)
         .sum()
 }
+
+/// What the emulator holds of the managed fields, per metric key.
+fn held(project: &Project) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let snapshot = project.emulator.snapshot();
+    let project_snapshot = snapshot.projects.iter().find(|p| p.key == "default").unwrap();
+    project_snapshot
+        .metrics
+        .iter()
+        .filter(|m| m.get("archived") != Some(&serde_json::Value::Bool(true)))
+        .map(|m| {
+            let fields =
+                ["key", "name", "kind", "eventKey", "isNumeric", "unit", "successCriteria"];
+            let managed: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .filter_map(|f| m.get(*f).map(|v| ((*f).to_owned(), v.clone())))
+                .collect();
+            (m["key"].as_str().unwrap().to_owned(), serde_json::Value::Object(managed))
+        })
+        .collect()
+}
+
+fn writes(project: &Project) -> (u64, u64) {
+    let stats = project.emulator.stats();
+    let count = |method: &str| {
+        stats
+            .requests_by_route
+            .iter()
+            .filter(|(route, _)| route.starts_with(method) && route.contains("/metrics/"))
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    (count("POST"), count("PATCH"))
+}
+
+const DEFS: &str = "create table defs (key varchar, name varchar, kind varchar, event_key varchar,
+    is_numeric boolean, unit varchar, success_criteria varchar, tags varchar);
+  insert into defs values
+    ('signups', 'Sign-ups', 'custom', 'signed-up', false, null, null, 'growth'),
+    ('revenue', 'Revenue', 'custom', 'purchase', true, 'USD', 'HigherThanBaseline', 'money'),
+    ('latency', 'Latency', 'custom', 'page-load', true, 'ms', 'LowerThanBaseline', null);";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_adds_and_removes_end_in_the_warehouses_definitions_with_minimal_requests() {
+    let project = Project::with_sync("duckdb = \"warehouse.duckdb\"", "definitions", SYNC).await;
+    project.duckdb(DEFS).await;
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(writes(&project), (3, 0), "three creates, no patch");
+    assert_eq!(held(&project)["revenue"]["unit"], "USD");
+
+    // Someone renames a metric in LaunchDarkly; the warehouse changes another.
+    let url = format!("{}/api/v2/metrics/default/signups", project.emulator.api_url());
+    #[expect(clippy::disallowed_methods, reason = "the test plays a person editing LaunchDarkly")]
+    let response = reqwest::Client::new()
+        .patch(url)
+        .header("Authorization", crate::segments::TOKEN)
+        .json(
+            &serde_json::json!([{"op": "replace", "path": "/name", "value": "Renamed in the UI"}]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    project.duckdb("update defs set unit = 'EUR' where key = 'revenue'").await;
+    let output = project.ldsync(&["plan", "--detailed-exitcode"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("(changed in LaunchDarkly)"),
+        "{}",
+        describe(&output)
+    );
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(writes(&project), (3, 1 + 2), "the UI's patch and two minimal patches");
+    assert_eq!(held(&project)["signups"]["name"], "Sign-ups");
+    assert_eq!(held(&project)["revenue"]["unit"], "EUR");
+
+    // A row is added and one removed: one create; the removed metric is left alone.
+    project
+        .duckdb("insert into defs values ('refunds', 'Refunds', 'custom', 'refund', false, null, null, null); delete from defs where key = 'latency';")
+        .await;
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(writes(&project), (4, 3));
+    let held = held(&project);
+    assert!(held.contains_key("refunds") && held.contains_key("latency"), "{held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_server_faults_end_in_the_same_definitions() {
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    let project = Project::with_sync("duckdb = \"warehouse.duckdb\"", "definitions", SYNC).await;
+    project.duckdb(DEFS).await;
+    project.duckdb("insert into defs select 'm' || i, 'Metric ' || i, 'custom', 'e' || i, false, null, null, null from range(40) t(i)").await;
+    project.emulator.set_faults_with_seed(
+        vec!["503@rate=0.2".parse().unwrap(), "reset@rate=0.05".parse().unwrap()],
+        5,
+    );
+    project.emulator.set_rate_limits(vec!["global=200/1s".parse().unwrap()]);
+    for seed in 0..20_u64 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        project
+            .duckdb(&format!("update defs set name = 'Metric {seed}-' || key where key like 'm%'"))
+            .await;
+        let mut command = tokio::process::Command::from(crate::ldsync(
+            project.path(),
+            &[("LD_ACCESS_TOKEN", crate::segments::TOKEN)],
+        ));
+        command.arg("run").kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let delay = std::time::Duration::from_millis(rng.random_range(0..300));
+        if tokio::time::timeout(delay, child.wait()).await.is_err() {
+            child.start_kill().unwrap();
+        }
+        let _ = child.wait().await;
+    }
+    project.emulator.set_faults(Vec::new());
+    assert_success(&project.ldsync(&["run"]).await);
+    let held = held(&project);
+    assert_eq!(held.len(), 43, "{held:?}");
+    for i in 0..40 {
+        assert_eq!(held[&format!("m{i}")]["name"], format!("Metric 19-m{i}"));
+    }
+    // Nothing is left to send.
+    let output = project.ldsync(&["plan", "--detailed-exitcode"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+}
