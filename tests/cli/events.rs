@@ -132,3 +132,116 @@ async fn bad_event_rows_are_rejected_and_the_rest_delivered() {
     assert_eq!(document["syncs"][0]["report"]["rejected"], 2, "{document:#}");
     assert_eq!(stored(&project).values().sum::<usize>(), 1);
 }
+
+/// Every order in the DuckDB warehouse: (user, epoch ms).
+async fn source_orders(project: &Project) -> std::collections::BTreeSet<(String, i64)> {
+    let path = project.path().join("warehouse.duckdb");
+    let query =
+        "select user_id, epoch_ms(placed_at) from orders where placed_at >= timestamp '2026-01-01'";
+    let rows = tokio::task::spawn_blocking(move || {
+        // A read-only copy, so the check never holds the file while a killed run's lock lingers.
+        let copy = path.with_extension("check.duckdb");
+        std::fs::copy(&path, &copy).unwrap();
+        let connection = duckdb::Connection::open(&copy).unwrap();
+        let mut statement = connection.prepare(query).unwrap();
+        let rows: Vec<(String, i64)> = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows
+    })
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_runs_and_backfills_loses_and_doubles_nothing() {
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    let sync = SYNC.replace("lookback = \"2h\"", "lookback = \"2h\"\nbatch_size = 20");
+    let project = Project::with_sync("duckdb = \"warehouse.duckdb\"", "checkouts", &sync).await;
+    project
+        .duckdb("create table orders (order_id varchar, user_id varchar, total double, placed_at timestamp)")
+        .await;
+    // Paced and faulty: runs last long enough to be killed half-way through their batches.
+    project
+        .emulator
+        .set_rate_limits(vec!["POST /v2/event-data-import/*/*=200/1s".parse().unwrap()]);
+    project.emulator.set_faults_with_seed(
+        vec![
+            "503@route=POST /v2/event-data-import/*/*,rate=0.1".parse().unwrap(),
+            "reset@route=POST /v2/event-data-import/*/*,rate=0.05".parse().unwrap(),
+            "trickle@route=POST /v2/event-data-import/*/*,rate=0.03".parse().unwrap(),
+        ],
+        9,
+    );
+    for seed in 0..20_i64 {
+        let mut rng = SmallRng::seed_from_u64(seed.cast_unsigned());
+        // 100 new orders an hour later each round, and a few late ones inside the lookback.
+        let base = 1_767_229_200 + seed * 3_600;
+        project
+            .duckdb(&format!(
+                "insert into orders select 's{seed}-' || i, 'u' || (i % 13), i, to_timestamp({base} + i * 30)::timestamp from range(100) t(i);
+                 insert into orders select 'late{seed}-' || i, 'late', 1, to_timestamp({base} - 900 + i)::timestamp from range(3) t(i);"
+            ))
+            .await;
+        let backfill = seed % 5 == 4;
+        let mut command = tokio::process::Command::from(crate::ldsync(
+            project.path(),
+            &[("LD_ACCESS_TOKEN", crate::segments::TOKEN)],
+        ));
+        if backfill {
+            command.args([
+                "backfill",
+                "checkouts",
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-01-03",
+                "--window",
+                "6h",
+            ]);
+        } else {
+            command.arg("run");
+        }
+        command.kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let delay = std::time::Duration::from_millis(rng.random_range(0..400));
+        let killed = tokio::time::timeout(delay, child.wait()).await.is_err();
+        if killed {
+            child.start_kill().unwrap();
+        }
+        let _ = child.wait().await;
+        let sent = project.emulator.snapshot().events_in("default", "production").count();
+        eprintln!(
+            "seed {seed}: {} after {delay:?}; {sent} events stored",
+            if killed { "killed" } else { "finished" }
+        );
+    }
+    project.emulator.set_faults(Vec::new());
+    // One clean run finishes whatever a killed run or backfill promised, and sends the rest.
+    assert_success(&project.ldsync(&["run"]).await);
+    let output = project
+        .ldsync(&[
+            "backfill",
+            "checkouts",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-03",
+            "--window",
+            "6h",
+        ])
+        .await;
+    assert_success(&output);
+    let counts = stored(&project);
+    assert!(counts.values().all(|&n| n == 1), "an event was stored twice");
+    let stored_keys: std::collections::BTreeSet<_> = counts.into_keys().collect();
+    assert_eq!(stored_keys, source_orders(&project).await, "{}", describe(&output));
+    eprintln!(
+        "repeated payload IDs (resends deduplicated): {}",
+        project.emulator.stats().repeated_payload_ids
+    );
+}

@@ -3,6 +3,7 @@
 //! tiny scripted HTTP stub in `stub`). One module per area.
 
 mod environment;
+mod events;
 mod headers;
 mod rate_limits;
 mod retries;
