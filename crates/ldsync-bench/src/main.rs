@@ -65,7 +65,7 @@ fn ldsync_run(ldsync: &Path, dir: &Path, token: &str) -> (Duration, u64) {
         .arg("run")
         .current_dir(dir)
         .env("LD_ACCESS_TOKEN", token)
-        .env("LDSYNC_LOG", "warn")
+        .env("LDSYNC_LOG", std::env::var("LDSYNC_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("ldsync starts");

@@ -268,11 +268,20 @@ impl<S: Source> SegmentSync<'_, S> {
         options: RunOptions,
     ) -> Result<(SegmentReport, Vec<Planned>)> {
         let sync = self.sync();
+        let clock = std::time::Instant::now();
         let staged =
             stage::stage(&sync, self.source, self.spec.query.as_str(), self.spec.key.as_ref())
                 .await?;
+        let staged_ms = clock.elapsed().as_millis();
         let mut targets: BTreeMap<String, KeySet> =
             staged.segments.into_iter().map(|(key, builder)| (key, builder.build())).collect();
+        tracing::debug!(
+            sync = %sync,
+            rows = staged.rows,
+            query_and_stage_ms = staged_ms,
+            order_ms = clock.elapsed().as_millis() - staged_ms,
+            "Staged the query's keys."
+        );
         if self.spec.key.is_none() {
             // A fanned-out segment the query no longer names is emptied, not forgotten.
             for name in journal.snapshot_names().map_err(self.state_error())? {
@@ -292,7 +301,9 @@ impl<S: Source> SegmentSync<'_, S> {
         };
         let mut planned = Vec::new();
         for (key, target) in targets {
+            let clock = std::time::Instant::now();
             let committed = self.committed(journal, &key)?;
+            tracing::debug!(segment = %key, members = committed.len(), read_ms = clock.elapsed().as_millis(), "Read the committed snapshot.");
             let first_load = !journal.snapshot_path(&key).exists();
             let import = options.backfill
                 || (first_load && target.len() as u64 >= self.spec.import_threshold);
