@@ -2,3 +2,5 @@
 
 mod events;
 mod metrics;
+mod metrics_errors;
+mod scripted;

@@ -26,13 +26,13 @@ const DELETE: &str = "DELETE /api/v2/metrics/{projectKey}/{metricKey}";
 
 /// A warehouse in memory: the query's result is whatever rows the test set last.
 #[derive(Debug, Default)]
-struct Warehouse {
+pub(crate) struct Warehouse {
     batch: Mutex<Option<RowBatch>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("the in-memory warehouse failed")]
-struct WarehouseError;
+pub(crate) struct WarehouseError;
 
 impl Classify for WarehouseError {
     fn domain(&self) -> ErrorDomain {
@@ -64,7 +64,7 @@ impl Source for Warehouse {
 
 impl Warehouse {
     /// Sets the rows, each a JSON object from column to value; every row has every column.
-    fn set(&self, rows: &[Json]) {
+    pub(crate) fn set(&self, rows: &[Json]) {
         let columns: Vec<String> = rows.first().map_or_else(
             || vec!["key".to_owned()],
             |row| row.as_object().unwrap().keys().cloned().collect(),
@@ -104,12 +104,12 @@ const COLUMNS: [(&str, &str); 13] = [
     ("selector", "selector"),
 ];
 
-struct Harness {
-    emulator: Emulator,
-    client: LaunchDarklyClient,
-    state: StateDir,
-    warehouse: Warehouse,
-    name: SyncName,
+pub(crate) struct Harness {
+    pub(crate) emulator: Emulator,
+    pub(crate) client: LaunchDarklyClient,
+    pub(crate) state: StateDir,
+    pub(crate) warehouse: Warehouse,
+    pub(crate) name: SyncName,
     _dir: tempfile::TempDir,
 }
 
@@ -120,11 +120,15 @@ impl Harness {
 
     async fn start_with(config: EmulatorConfig, timeout: Duration) -> Self {
         let emulator = Emulator::start(config).await.unwrap();
-        let mut options = ClientOptions::new(
-            emulator.api_url(),
-            emulator.events_url(),
-            Secret::new(emulator.token()),
-        );
+        let api_url = emulator.api_url();
+        Self::over(emulator, &api_url, timeout)
+    }
+
+    /// A harness whose client reaches the emulator's API at `api_url` (the emulator's own, or
+    /// a proxy in front of it).
+    pub(crate) fn over(emulator: Emulator, api_url: &str, timeout: Duration) -> Self {
+        let mut options =
+            ClientOptions::new(api_url, emulator.events_url(), Secret::new(emulator.token()));
         options.retry = RetryPolicy::immediate(4);
         options.request_timeout = timeout;
         let client = LaunchDarklyClient::new(options).unwrap();
@@ -140,14 +144,14 @@ impl Harness {
         }
     }
 
-    fn spec(archive_removed: bool) -> MetricsSpec {
+    pub(crate) fn spec(archive_removed: bool) -> MetricsSpec {
         MetricsSpec {
             archive_removed,
             query: "select * from ld.metric_definitions".parse::<Query>().unwrap(),
         }
     }
 
-    fn sync<'a>(&'a self, spec: &'a MetricsSpec) -> MetricsSync<'a, Warehouse> {
+    pub(crate) fn sync<'a>(&'a self, spec: &'a MetricsSpec) -> MetricsSync<'a, Warehouse> {
         MetricsSync {
             name: &self.name,
             spec,
@@ -159,7 +163,7 @@ impl Harness {
     }
 
     /// Runs once and returns the report with the requests it sent, by route.
-    async fn run(
+    pub(crate) async fn run(
         &self,
         archive_removed: bool,
         options: MetricsOptions,
@@ -182,12 +186,12 @@ impl Harness {
             .collect()
     }
 
-    fn metric(&self, key: &str) -> Option<Json> {
+    pub(crate) fn metric(&self, key: &str) -> Option<Json> {
         self.emulator.snapshot().metric(DEFAULT_PROJECT, key).cloned()
     }
 
     /// Asserts that LaunchDarkly holds exactly the warehouse's values of every managed field.
-    fn assert_mirrors(&self, rows: &[Json]) {
+    pub(crate) fn assert_mirrors(&self, rows: &[Json]) {
         for row in rows {
             let key = row["key"].as_str().unwrap();
             let held = self.metric(key).unwrap_or_else(|| panic!("metric `{key}` is missing"));
@@ -212,11 +216,11 @@ impl Harness {
     }
 }
 
-fn routes(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+pub(crate) fn routes(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(route, count)| ((*route).to_owned(), *count)).collect()
 }
 
-fn orders(name: &str) -> Json {
+pub(crate) fn orders(name: &str) -> Json {
     json!({
         "key": "orders", "kind": "custom", "name": name, "description": "Orders placed",
         "tags": "warehouse-sync, growth", "event_key": "Order placed", "is_numeric": false,
@@ -224,7 +228,7 @@ fn orders(name: &str) -> Json {
     })
 }
 
-fn revenue(unit: &str) -> Json {
+pub(crate) fn revenue(unit: &str) -> Json {
     json!({
         "key": "revenue", "kind": "custom", "name": "Revenue", "description": null,
         "tags": "warehouse-sync", "event_key": "purchase", "is_numeric": true,
@@ -232,7 +236,7 @@ fn revenue(unit: &str) -> Json {
     })
 }
 
-fn pricing() -> Json {
+pub(crate) fn pricing() -> Json {
     json!({
         "key": "pricing-views", "kind": "pageview", "name": "Pricing views",
         "description": "Views of /pricing", "tags": null, "event_key": null, "is_numeric": null,
