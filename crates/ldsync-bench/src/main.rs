@@ -113,6 +113,77 @@ fn contexts_requests(emulator: &Emulator) -> u64 {
         .sum()
 }
 
+/// Metric events: an incremental run sending `rows` events, against the plain extraction of the
+/// same query.
+async fn bench_events(
+    ldsync: &Path,
+    server: &PostgresServer,
+    emulator: &Emulator,
+    token: &str,
+    rows: u64,
+    table: &mut Table,
+) {
+    let client = server.connect().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "create table events (id text, user_id text, value float8, at timestamptz);
+             insert into events select 'e' || i, 'user-' || (i % 100000), i * 0.5,
+                 timestamptz '2026-01-01 00:00:00+00' + i * interval '10 milliseconds'
+             from generate_series(1, {rows}) i;"
+        ))
+        .await
+        .unwrap();
+    client.batch_execute("vacuum analyze events").await.unwrap();
+    let query = "select id as event_id, 'bench-event' as event_key, user_id as context_key, value as metric_value, at as occurred_at from events where at >= $1";
+    let literal = query.replace("$1", "timestamptz '2025-12-31 00:00:00+00'");
+    let mut extraction = Duration::MAX;
+    for binary in [false, true, false, true] {
+        extraction = extraction.min(copy_out(&client, &literal, binary).await.0);
+    }
+    table.row(
+        "events: plain extraction of the query",
+        secs(extraction),
+        "1.00 × (baseline)".into(),
+        "—",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ldsync.toml"),
+        format!(
+            "[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"test\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
+            server.url(),
+            emulator.api_url(),
+            emulator.events_url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("syncs")).unwrap();
+    std::fs::write(
+        dir.path().join("syncs/events.toml"),
+        format!("warehouse = \"pg\"\nenvironment = \"e\"\n[metric_events]\ninitial_cursor = \"2025-12-31\"\nlookback = \"1h\"\nquery = \"{query}\"\n"),
+    )
+    .unwrap();
+    let (run, peak) = ldsync_run(ldsync, dir.path(), token);
+    let stored = emulator.snapshot().events_in("default", "test").count() as u64;
+    assert_eq!(stored, rows, "every event arrived once");
+    let requests: u64 = emulator
+        .stats()
+        .requests_by_route
+        .iter()
+        .filter(|(route, _)| route.contains("event-data-import"))
+        .map(|(_, n)| *n)
+        .sum();
+    table.row(
+        "events: incremental run sending every event",
+        format!("{}, {requests} requests, peak {} MiB", secs(run), peak >> 20),
+        ratio(run, extraction),
+        "≤ 1.35 ×",
+    );
+    let (again, _) = ldsync_run(ldsync, dir.path(), token);
+    table.row("events: the next run, nothing new", secs(again), ratio(again, extraction), "—");
+}
+
 /// The ordered set of `keys`.
 fn key_set(keys: &[String]) -> ldsync_diff::KeySet {
     let mut builder = KeySetBuilder::new();
@@ -268,6 +339,8 @@ async fn main() {
         ratio(ours, theirs),
         "≤ 1.0 × DuckDB (stretch 0.6 ×)",
     );
+
+    bench_events(&ldsync, &server, &emulator, token, rows, &mut table).await;
 
     // The report is this binary's output.
     let mut stdout = std::io::stdout().lock();
