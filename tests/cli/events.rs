@@ -207,6 +207,7 @@ async fn kill_9_during_runs_and_backfills_loses_and_doubles_nothing() {
             command.arg("run");
         }
         command.kill_on_drop(true);
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let mut child = command.spawn().unwrap();
         let delay = std::time::Duration::from_millis(rng.random_range(0..400));
         let killed = tokio::time::timeout(delay, child.wait()).await.is_err();

@@ -3,9 +3,10 @@
 //!
 //! A run writes its target snapshots into `pending/`, then the plan (`plan.json`, atomically),
 //! then delivers, appending one line to `acks.log` per acknowledged batch, and finally commits:
-//! each target replaces its committed snapshot (an atomic rename), then `pending/` goes. A run
-//! that finds `pending/` with a plan finishes it first; one that finds `pending/` without a plan
-//! (it died before promising anything) discards it.
+//! each target replaces its committed snapshot (an atomic rename), then the plan goes, then the
+//! rest of `pending/`. A run that finds a plan finishes it first; files without a plan (a run that
+//! died before promising anything, or while clearing up) are never taken for work, and the next
+//! plan starts without their acknowledgements.
 
 use std::{
     collections::HashSet,
@@ -77,8 +78,10 @@ impl Journal {
         Ok(names)
     }
 
-    /// The pending plan, if a run promised one and did not commit it. A `pending/` folder
-    /// without a plan is a run that died before promising anything: it is discarded.
+    /// The pending plan, if a run promised one and did not commit it. Reading changes
+    /// nothing: `plan` and `status` may look while a run (holding the sync's lock) writes.
+    /// Files in `pending/` without a plan are a run that died before promising anything; the
+    /// next [`Journal::begin`] and commit clear them.
     pub fn pending<T: DeserializeOwned>(&self) -> Result<Option<Plan<T>>> {
         let path = self.dir.join(PLAN);
         match fs::read(&path) {
@@ -86,17 +89,19 @@ impl Journal {
                 path,
                 reason: format!("the pending plan cannot be read: {err}"),
             }),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                self.discard()?;
-                Ok(None)
-            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(io(&path)(error)),
         }
     }
 
-    /// Promises `plan`: from here on, a crash is repaired by finishing it.
+    /// Promises `plan`: from here on, a crash is repaired by finishing it. Call it holding the
+    /// sync's lock, after writing the plan's targets and files.
     pub fn begin<T: Serialize>(&self, plan: &Plan<T>) -> Result<()> {
         create_private_dir(&self.dir)?;
+        // Acknowledgements left by a run that died while committing belong to its plan, never
+        // to this one: with the same batch ids they would mark this plan's batches delivered.
+        remove_if_present(&self.dir.join(ACKS))?;
+        sync_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(plan)
             .map_err(|err| Error::Corrupt { path: self.dir.join(PLAN), reason: err.to_string() })?;
         write_atomically(&self.dir.join(PLAN), &bytes)
@@ -182,11 +187,25 @@ impl Journal {
     }
 
     fn discard(&self) -> Result<()> {
+        // The plan goes first, durably: a crash while the rest is removed leaves files without
+        // a plan, which no run mistakes for work to finish.
+        remove_if_present(&self.dir.join(PLAN))?;
+        if self.dir.exists() {
+            sync_dir(&self.dir)?;
+        }
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(io(&self.dir)(error)),
         }
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io(path)(error)),
     }
 }
 
@@ -267,11 +286,25 @@ mod tests {
     }
 
     #[test]
-    fn pending_work_without_a_plan_is_discarded() {
+    fn files_without_a_plan_are_no_plan_and_a_reader_leaves_them() {
         let temp = tempfile::tempdir().unwrap();
         let journal = Journal::new(temp.path());
         fs::write(journal.target_path("beta").unwrap(), b"half").unwrap();
         assert!(journal.pending::<()>().unwrap().is_none());
-        assert!(!temp.path().join("pending").exists());
+        // A run may be writing them right now, under its lock: a reader must not remove them.
+        assert!(journal.target_path("beta").unwrap().exists());
+    }
+
+    #[test]
+    fn a_new_plan_never_inherits_acknowledgements() {
+        let temp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(temp.path());
+        journal.begin(&Plan { run_id: "old".into(), created_at: "t".into(), body: () }).unwrap();
+        journal.acknowledge("beta/add/0").unwrap();
+        // The old run died while committing: its plan is gone, its acknowledgements are not.
+        fs::remove_file(temp.path().join("pending").join(PLAN)).unwrap();
+        assert!(journal.pending::<()>().unwrap().is_none());
+        journal.begin(&Plan { run_id: "new".into(), created_at: "t".into(), body: () }).unwrap();
+        assert!(journal.acknowledged().unwrap().is_empty());
     }
 }
