@@ -423,3 +423,38 @@ async fn large_first_loads_and_backfills_go_through_csv_imports() {
     assert_success(&output);
     assert_eq!(project.members("members"), smaller);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_recent_runs_rejections_and_the_next_run() {
+    let sync = format!("schedule = \"*/15 * * * *\"\n{SEGMENT_SYNC}");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    project
+        .duckdb("create table users (id varchar, member boolean); insert into users values ('a', true), (null, true), ('b', true);")
+        .await;
+    let output = project.ldsync(&["status"]).await;
+    assert_success(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("never run"), "{}", describe(&output));
+    assert_success(&project.ldsync(&["run"]).await);
+    // A refused run is history too.
+    project.duckdb("delete from users").await;
+    assert_eq!(project.ldsync(&["run"]).await.status.code(), Some(1));
+
+    let output = project.ldsync(&["status", "members", "--rejected", "--output", "json"]).await;
+    assert_success(&output);
+    let statuses: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let status = &statuses[0];
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{statuses:#}");
+    assert_eq!(runs[0]["outcome"], "succeeded");
+    assert_eq!(runs[0]["adds"], 2);
+    assert_eq!(runs[0]["rejected"], 1);
+    assert_eq!(runs[1]["outcome"], "refused");
+    assert!(runs[1]["error"].as_str().unwrap().contains("refusing to empty it"));
+    assert!(status["next_run"].as_str().unwrap().ends_with(":00Z"), "{statuses:#}");
+    // The refused run rejected nothing: its rejections replaced the first run's.
+    assert_eq!(status["rejected"].as_array().unwrap().len(), 0, "{statuses:#}");
+
+    let output = project.ldsync(&["status"]).await;
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.lines().any(|l| l.starts_with("members") && l.contains("refused")), "{table}");
+}

@@ -57,11 +57,26 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// A full resync of one sync that ignores its snapshot.
     Backfill(BackfillArgs),
+    /// Each sync's recent runs, counts, errors and next scheduled run.
+    Status(StatusArgs),
     /// Serve a local LaunchDarkly (REST API and metric import) until stopped.
     Emulator(EmulatorArgs),
     /// Run a SQL script against a DuckDB file (how the demo and tests fill a warehouse).
     #[command(hide = true)]
     SeedDuckdb(SeedDuckdbArgs),
+}
+
+/// `ldsync status`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// One sync: its recent runs (all syncs, their last run, when none is named).
+    pub(crate) sync: Option<String>,
+    /// List the records the last run rejected, with their reasons.
+    #[arg(long)]
+    pub(crate) rejected: bool,
+    /// How many recent runs to show for one sync.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) limit: usize,
 }
 
 /// `ldsync emulator`.

@@ -95,7 +95,7 @@ struct SyncResult {
 }
 
 /// Loads the project, or prints its problems; `Err` carries the exit code.
-fn load(global: &GlobalArgs) -> Result<Project, ExitCode> {
+pub(crate) fn load(global: &GlobalArgs) -> Result<Project, ExitCode> {
     match ldsync_config::load(&global.config) {
         Ok(project) => Ok(project),
         Err(ldsync_config::Error::Invalid(problems)) => {
@@ -113,7 +113,10 @@ fn load(global: &GlobalArgs) -> Result<Project, ExitCode> {
 }
 
 /// The syncs named on the command line, in order; all of them when none is named.
-fn select<'p>(project: &'p Project, names: &[String]) -> Result<Vec<&'p SyncSpec>, ExitCode> {
+pub(crate) fn select<'p>(
+    project: &'p Project,
+    names: &[String],
+) -> Result<Vec<&'p SyncSpec>, ExitCode> {
     if names.is_empty() {
         return Ok(project.syncs.values().collect());
     }
@@ -136,7 +139,7 @@ fn select<'p>(project: &'p Project, names: &[String]) -> Result<Vec<&'p SyncSpec
     Ok(selected)
 }
 
-fn state_dir(project: &Project) -> anyhow::Result<StateDir> {
+pub(crate) fn state_dir(project: &Project) -> anyhow::Result<StateDir> {
     match &project.state {
         StateSpec::Local { path } => Ok(StateDir::open(path)?),
         StateSpec::Postgres { .. } => anyhow::bail!(
