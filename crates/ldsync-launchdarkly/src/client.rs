@@ -62,6 +62,16 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// The limiter; share one between all clients of a process.
     pub limiter: Arc<Limiter>,
+    /// Told about every attempt and retry (metrics); `None` tells nobody.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// Hears about every request the client makes: what `/metrics` counts.
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    /// One attempt ended: with an HTTP status, or `None` when no answer came.
+    fn attempt(&self, route: &str, status: Option<u16>);
+    /// The attempt will be retried after `delay`.
+    fn retry(&self, route: &str, delay: Duration);
 }
 
 impl ClientOptions {
@@ -75,6 +85,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             limiter: Arc::new(Limiter::default()),
+            observer: None,
         }
     }
 }
@@ -88,6 +99,7 @@ pub struct LaunchDarklyClient {
     token: Secret,
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 /// A successful answer.
@@ -117,6 +129,7 @@ impl LaunchDarklyClient {
             token: options.token,
             retry: options.retry,
             limiter: options.limiter,
+            observer: options.observer,
         })
     }
 
@@ -218,6 +231,13 @@ impl LaunchDarklyClient {
                     (Outcome::Transport, Error::Transport { route: name.clone(), source }, None)
                 }
             };
+            if let Some(observer) = &self.observer {
+                let status = match outcome {
+                    Outcome::Status { status, .. } => Some(status),
+                    Outcome::Transport => None,
+                };
+                observer.attempt(&name, status);
+            }
             let action = retry_action(&self.retry, outcome, attempt, SystemTime::now());
             let out_of_time = started.elapsed() >= self.retry.max_elapsed;
             match action {
@@ -228,6 +248,9 @@ impl LaunchDarklyClient {
                     let delay = self.delay(wait);
                     if matches!(outcome, Outcome::Status { status: 429, .. }) {
                         self.limiter.pause(&name, delay);
+                    }
+                    if let Some(observer) = &self.observer {
+                        observer.retry(&name, delay);
                     }
                     let status = match outcome {
                         Outcome::Status { status, .. } => status.to_string(),

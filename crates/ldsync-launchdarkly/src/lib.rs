@@ -29,7 +29,9 @@ mod model;
 pub mod retry;
 mod segments;
 
-pub use client::{ClientOptions, LaunchDarklyClient, Route, API_VERSION, USER_AGENT};
+pub use client::{
+    ClientOptions, LaunchDarklyClient, RequestObserver, Route, API_VERSION, USER_AGENT,
+};
 pub use error::{Error, Result};
 pub use events::{
     event_payloads, gzip, CustomEvent, EventPayload, EVENTS_USER_AGENT, EVENT_SCHEMA,

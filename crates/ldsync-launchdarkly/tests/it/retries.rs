@@ -214,3 +214,42 @@ async fn not_implemented_is_not_retried() {
     assert!(error.to_string().contains("not_implemented"), "{error}");
     assert_eq!(stub.requests().len(), 1);
 }
+
+/// Records what the client reports, as `/metrics` would count it.
+#[derive(Debug, Default)]
+struct Recorder {
+    attempts: std::sync::Mutex<Vec<(String, Option<u16>)>>,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+impl ldsync_launchdarkly::RequestObserver for Recorder {
+    fn attempt(&self, route: &str, status: Option<u16>) {
+        self.attempts.lock().unwrap().push((route.to_owned(), status));
+    }
+
+    fn retry(&self, _route: &str, _delay: std::time::Duration) {
+        self.retries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_observer_hears_every_attempt_and_retry() {
+    let emulator = crate::emulator().await;
+    emulator
+        .set_faults(vec!["503@route=GET /api/v2/projects/*/environments/*,nth=1".parse().unwrap()]);
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut options = crate::options(
+        &emulator.api_url(),
+        crate::TOKEN,
+        ldsync_launchdarkly::RetryPolicy::immediate(3),
+    );
+    options.observer = Some(recorder.clone());
+    let client = ldsync_launchdarkly::LaunchDarklyClient::new(options).unwrap();
+    client.get_environment(crate::PROJECT, crate::ENVIRONMENT).await.unwrap();
+    let route = ldsync_launchdarkly::Route::GET_ENVIRONMENT.name();
+    assert_eq!(
+        *recorder.attempts.lock().unwrap(),
+        [(route.clone(), Some(503)), (route, Some(200))]
+    );
+    assert_eq!(recorder.retries.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
