@@ -3,6 +3,7 @@
 mod connections;
 mod events;
 mod metrics;
+mod secrets;
 mod segments;
 mod validate;
 

@@ -8,6 +8,7 @@
 use std::{
     fs::File,
     io::{BufWriter, Read, Write},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -46,7 +47,14 @@ impl KeySet {
     /// Writes the set to `path` and flushes it to disk.
     pub fn write_file(&self, path: &Path) -> Result<(), SnapshotError> {
         let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
-        let file = File::create(path).map_err(io)?;
+        // Snapshots hold member keys: readable by their owner only.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         let mut out =
             HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Xxh3::new() };
         out.write_all(MAGIC).map_err(io)?;

@@ -2,7 +2,7 @@
 
 use std::{
     fs,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -92,8 +92,7 @@ fn check_marker(dir: &Path, marker: &Path, text: &str) -> Result<()> {
 
 /// Writes a file readable and writable by its owner only.
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
-    fs::write(path, contents).map_err(io(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))
+    crate::journal::write_atomically(path, contents)
 }
 
 #[cfg(test)]

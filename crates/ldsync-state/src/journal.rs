@@ -53,6 +53,12 @@ impl Journal {
         Ok(targets.join(format!("{}.keys", file_name(name))))
     }
 
+    /// Writes the target called `name` of the pending plan, durably and atomically, readable by
+    /// its owner only; write targets before [`Journal::begin`].
+    pub fn write_target(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomically(&self.target_path(name)?, bytes)
+    }
+
     /// Where the committed snapshot called `name` lives (it may not exist yet).
     pub fn snapshot_path(&self, name: &str) -> PathBuf {
         self.snapshots.join(format!("{}.keys", file_name(name)))

@@ -38,12 +38,7 @@ impl MetricsState {
 
     /// Writes the state as the pending plan's target; [`Journal::commit`] makes it committed.
     pub(crate) fn write_target(&self, journal: &Journal) -> ldsync_state::Result<()> {
-        let path = journal.target_path(STATE_NAME)?;
         let bytes = serde_json::to_vec_pretty(self).expect("a metrics state always serialises");
-        let temporary = path.with_extension("tmp");
-        fs::write(&temporary, bytes)
-            .and_then(|()| fs::File::open(&temporary)?.sync_all())
-            .and_then(|()| fs::rename(&temporary, &path))
-            .map_err(|source| ldsync_state::Error::Io { path, source })
+        journal.write_target(STATE_NAME, &bytes)
     }
 }
