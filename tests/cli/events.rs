@@ -123,14 +123,23 @@ async fn bad_event_rows_are_rejected_and_the_rest_delivered() {
             "create table orders (order_id varchar, user_id varchar, total double, placed_at timestamp);
              insert into orders values ('a', 'u1', 1, timestamp '2026-01-02 00:00:00'),
                                        ('b', null, 1, timestamp '2026-01-02 00:01:00'),
-                                       ('c', '', 1, timestamp '2026-01-02 00:02:00');",
+                                       ('c', '', 1, timestamp '2026-01-02 00:02:00'),
+                                       ('d', 'u3', 1, timestamp '2999-01-01 00:00:00');",
         )
         .await;
     let output = project.ldsync(&["run", "--output", "json"]).await;
     assert_success(&output);
     let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(document["syncs"][0]["report"]["rejected"], 2, "{document:#}");
+    assert_eq!(document["syncs"][0]["report"]["rejected"], 3, "{document:#}");
+    let reasons = document["syncs"][0]["report"]["rejections"].to_string();
+    assert!(reasons.contains("more than a day in the future"), "{reasons}");
     assert_eq!(stored(&project).values().sum::<usize>(), 1);
+    // The cursor did not jump to the year 2999: a late row is still read.
+    project
+        .duckdb("insert into orders values ('e', 'u4', 1, timestamp '2026-01-02 00:00:30')")
+        .await;
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(stored(&project).values().sum::<usize>(), 2);
 }
 
 /// Every order in the DuckDB warehouse: (user, epoch ms).

@@ -228,8 +228,21 @@ fn context_keys(
     }
 }
 
+/// How far past the clock an `occurred_at` may lie: a clock skew, not a typo in the year.
+const FUTURE_TOLERANCE_MS: i64 = 24 * 3_600 * 1_000;
+
 fn occurred_at(value: &Value) -> Result<i64, String> {
     match value {
+        // An event from the future would move the cursor past every late row still to come.
+        Value::TimestampMillis(ms) | Value::Int(ms)
+            if *ms > chrono::Utc::now().timestamp_millis().saturating_add(FUTURE_TOLERANCE_MS) =>
+        {
+            Err(format!(
+                "`occurred_at` {} is more than a day in the future",
+                chrono::DateTime::from_timestamp_millis(*ms)
+                    .map_or_else(|| format!("{ms} ms"), |at| at.to_rfc3339())
+            ))
+        }
         Value::TimestampMillis(ms) | Value::Int(ms) => Ok(*ms),
         Value::Null => Err("`occurred_at` is NULL".to_owned()),
         other => Err(format!(
