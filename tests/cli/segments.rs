@@ -458,3 +458,80 @@ async fn status_shows_recent_runs_rejections_and_the_next_run() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.lines().any(|l| l.starts_with("members") && l.contains("refused")), "{table}");
 }
+
+/// Polls `url` until `ready` holds for its body, for at most 30 seconds.
+async fn wait_for(url: &str, ready: impl Fn(&str) -> bool) -> String {
+    for _ in 0..300 {
+        if let Ok(response) = reqwest::get(url).await {
+            let body = response.text().await.unwrap_or_default();
+            if ready(&body) {
+                return body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never became ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_runs_syncs_on_schedule_serves_metrics_and_stops_on_sigterm() {
+    let sync = format!("schedule = \"* * * * * *\"\n{SEGMENT_SYNC}");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..40).map(|i| format!("s{i}")).collect();
+    warehouse.set(&members).await;
+    let port = ldsync_test_support::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = tokio::process::Command::from(ldsync(
+        project.path(),
+        &[("LD_ACCESS_TOKEN", TOKEN), ("LDSYNC_LOG", "info")],
+    ));
+    command.args(["serve", "--listen", &listen, "--shutdown-timeout", "20s"]).kill_on_drop(true);
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+
+    let base = format!("http://{listen}");
+    assert_eq!(wait_for(&format!("{base}/healthz"), |b| b == "ok\n").await, "ok\n");
+    let metrics = wait_for(&format!("{base}/metrics"), |b| {
+        b.contains("ldsync_runs_total{sync=\"members\",result=\"succeeded\"} 1")
+    })
+    .await;
+    assert!(metrics.contains("# TYPE ldsync_run_duration_seconds histogram"), "{metrics}");
+    assert!(
+        metrics.contains("ldsync_segment_members_added_total{sync=\"members\"} 40"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ldsync_launchdarkly_requests_total{"), "{metrics}");
+    assert_eq!(project.members("members"), members);
+
+    // A change in the warehouse reaches LaunchDarkly on a later tick.
+    let fewer: BTreeSet<String> = members.iter().skip(5).cloned().collect();
+    warehouse.set(&fewer).await;
+    for _ in 0..100 {
+        if project.members("members") == fewer {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(project.members("members"), fewer);
+
+    // SIGHUP with a broken file keeps the old configuration and goes on.
+    let config = project.path().join("ldsync.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "this is = not [valid").unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    std::fs::write(&config, good).unwrap();
+    wait_for(&format!("{base}/healthz"), |b| b == "ok\n").await;
+
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("serve stopped within the shutdown bound")
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("keeping the old one"), "{logs}");
+    assert!(!logs.contains(TOKEN));
+}

@@ -59,6 +59,8 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// Each sync's recent runs, counts, errors and next scheduled run.
     Status(StatusArgs),
+    /// Run every sync on its schedule until stopped; serve /metrics and /healthz.
+    Serve(ServeArgs),
     /// Serve a local LaunchDarkly (REST API and metric import) until stopped.
     Emulator(EmulatorArgs),
     /// Run a SQL script against a DuckDB file (how the demo and tests fill a warehouse).
@@ -77,6 +79,29 @@ pub(crate) struct StatusArgs {
     /// How many recent runs to show for one sync.
     #[arg(long, default_value_t = 10)]
     pub(crate) limit: usize,
+}
+
+/// `ldsync serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Where `/metrics` (Prometheus) and `/healthz` are served; loopback unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1:9184")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// How long runs in flight may take to finish after SIGTERM or SIGINT.
+    #[arg(long, default_value = "60s")]
+    pub(crate) shutdown_timeout: ldsync_config::HumanDuration,
+    /// A run still going when its sync is due again: `skip` that time, or `queue` one run.
+    #[arg(long, value_enum, default_value_t = Overlap::Skip)]
+    pub(crate) overlap: Overlap,
+}
+
+/// What `serve` does when a sync is due while its last run is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Overlap {
+    /// Skip the time that came due, and log it.
+    Skip,
+    /// Run once more right after, never more than one queued.
+    Queue,
 }
 
 /// `ldsync emulator`.
@@ -131,7 +156,7 @@ pub(crate) struct PlanArgs {
 }
 
 /// Flags that let a run past a guardrail.
-#[derive(Debug, Clone, Copy, Args)]
+#[derive(Debug, Clone, Copy, Default, Args)]
 pub(crate) struct AllowArgs {
     /// Segments: send a run that removes more than `max_removal_ratio` or empties a segment.
     #[arg(long)]

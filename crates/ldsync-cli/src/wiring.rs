@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ldsync_config::{EnvironmentSpec, WarehouseSpec};
 use ldsync_core::{BatchStream, Source, Value};
-use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, Limiter};
+use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, Limiter, RequestObserver};
 use ldsync_source::{DuckDbSource, PostgresSource};
 
 /// A warehouse of any kind.
@@ -56,8 +56,10 @@ impl Source for Warehouse {
 pub(crate) fn launchdarkly_client(
     spec: &EnvironmentSpec,
     limiter: &Arc<Limiter>,
+    observer: Option<Arc<dyn RequestObserver>>,
 ) -> Result<LaunchDarklyClient, ldsync_launchdarkly::Error> {
     let mut options = ClientOptions::new(&spec.api_url, &spec.events_url, spec.token.clone());
     options.limiter = Arc::clone(limiter);
+    options.observer = observer;
     LaunchDarklyClient::new(options)
 }

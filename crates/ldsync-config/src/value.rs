@@ -157,6 +157,8 @@ impl Schedule {
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
+        // Whole seconds: from 10:14:59.25 the next quarter hour is 10:15:00, not 10:15:00.25.
+        let after = chrono::Timelike::with_nanosecond(&after, 0)?;
         self.cron.find_next_occurrence(&after, false).ok()
     }
 }
@@ -268,6 +270,12 @@ mod tests {
         let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:07:00Z").unwrap().to_utc();
         let next = schedule.next_after(at).unwrap();
         assert_eq!(next.to_rfc3339(), "2026-01-01T10:15:00+00:00");
+        let fraction =
+            chrono::DateTime::parse_from_rfc3339("2026-01-01T10:14:59.25Z").unwrap().to_utc();
+        assert_eq!(
+            schedule.next_after(fraction).unwrap().to_rfc3339(),
+            "2026-01-01T10:15:00+00:00"
+        );
         assert!("@hourly".parse::<Schedule>().is_ok());
         assert!("0 * * * * *".parse::<Schedule>().is_ok());
         for bad in ["", "every hour", "61 * * * *", "* * *", "* * * * * * * *"] {

@@ -17,7 +17,9 @@ mod error;
 pub mod events;
 pub mod metrics;
 mod run;
+pub mod scheduler;
 pub mod segment;
+pub mod telemetry;
 
 pub use error::{Error, Result};
 pub use run::{RunId, RunOutcome, Step};

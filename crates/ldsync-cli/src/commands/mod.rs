@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod emulator;
+mod serve;
 mod status;
 mod sync;
 mod validate;
@@ -19,6 +20,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => sync::run(&cli.global, &args).await,
         Command::Backfill(args) => sync::backfill(&cli.global, &args).await,
         Command::Status(args) => status::run(&cli.global, &args),
+        Command::Serve(args) => serve::run(&cli.global, &args).await,
         Command::Emulator(args) => emulator::run(args).await,
         Command::SeedDuckdb(args) => {
             let sql = std::fs::read_to_string(&args.script)

@@ -9,7 +9,7 @@ use ldsync_engine::{
     metrics::{MetricsOptions, MetricsReport, MetricsSync},
     segment::{RunOptions, SegmentReport, SegmentSync},
 };
-use ldsync_launchdarkly::Limiter;
+use ldsync_launchdarkly::{Limiter, RequestObserver};
 use ldsync_state::StateDir;
 use serde::Serialize;
 
@@ -23,7 +23,7 @@ const CHANGES_PENDING: u8 = 2;
 
 /// What the command does to each sync.
 #[derive(Debug, Clone, Copy)]
-enum Mode {
+pub(crate) enum Mode {
     /// Show what a run would send.
     Plan,
     /// One incremental run.
@@ -58,14 +58,14 @@ struct Document {
 /// One sync's report, whichever its object.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-enum Report {
+pub(crate) enum Report {
     Segment(SegmentReport),
     Events(EventsReport),
     Metrics(MetricsReport),
 }
 
 impl Report {
-    fn has_changes(&self) -> bool {
+    pub(crate) fn has_changes(&self) -> bool {
         match self {
             Self::Segment(report) => report.has_changes(),
             Self::Events(report) => report.has_changes(),
@@ -74,7 +74,7 @@ impl Report {
     }
 
     /// Whether the sync reached the state the warehouse asks for (or would, for a plan).
-    fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         match self {
             Self::Segment(report) => report.refusal.is_none(),
             Self::Events(_) => true,
@@ -202,11 +202,10 @@ async fn execute(
         Err(code) => return Ok(Err(code)),
     };
     let state = state_dir(&project).context("cannot open the state store")?;
-    // One limiter for the whole process: every sync shares LaunchDarkly's account limits.
-    let limiter = Arc::new(Limiter::default());
+    let context = Context::new(&project, state, None);
     let mut results = Vec::new();
     for sync in syncs {
-        let (report, error) = match one(&project, sync, &state, &limiter, mode, allow).await {
+        let (report, error) = match one(&context, sync, mode, allow).await {
             Ok(report) => (Some(report), None),
             Err(error) => {
                 let message = format!("{error:#}");
@@ -235,20 +234,40 @@ async fn execute(
     Ok(Ok(document))
 }
 
+/// What every run of a process shares: the project, the state store, one limiter (every sync
+/// shares LaunchDarkly's account limits) and whoever counts requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    pub(crate) project: Project,
+    pub(crate) state: StateDir,
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) observer: Option<Arc<dyn RequestObserver>>,
+}
+
+impl Context {
+    pub(crate) fn new(
+        project: &Project,
+        state: StateDir,
+        observer: Option<Arc<dyn RequestObserver>>,
+    ) -> Self {
+        Self { project: project.clone(), state, limiter: Arc::new(Limiter::default()), observer }
+    }
+}
+
 /// Plans or runs one sync: the wiring of its warehouse and environment, then its object.
-async fn one(
-    project: &Project,
+pub(crate) async fn one(
+    context: &Context,
     sync: &SyncSpec,
-    state: &StateDir,
-    limiter: &Arc<Limiter>,
     mode: Mode,
     allow: AllowArgs,
 ) -> anyhow::Result<Report> {
+    let (project, state) = (&context.project, &context.state);
     let environment = &project.environments[&sync.environment];
     let warehouse = wiring::Warehouse::new(&project.warehouses[&sync.warehouse])
         .with_context(|| format!("sync `{}`: warehouse `{}`", sync.name, sync.warehouse))?;
-    let client = wiring::launchdarkly_client(environment, limiter)
-        .with_context(|| format!("sync `{}`: environment `{}`", sync.name, sync.environment))?;
+    let client =
+        wiring::launchdarkly_client(environment, &context.limiter, context.observer.clone())
+            .with_context(|| format!("sync `{}`: environment `{}`", sync.name, sync.environment))?;
     let (name, project_key, env_key) =
         (&sync.name, environment.project.as_str(), environment.environment.as_str());
     Ok(match &sync.object {

@@ -167,7 +167,7 @@ async fn check_connections(project: &Project) -> Vec<ConnectionCheck> {
     let environments = project.environments.iter().map(|(name, spec)| {
         let limiter = std::sync::Arc::clone(&limiter);
         async move {
-            let result = match wiring::launchdarkly_client(spec, &limiter) {
+            let result = match wiring::launchdarkly_client(spec, &limiter, None) {
                 Ok(client) => {
                     client
                         .check_environment(
