@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod logging;
 mod output;
+mod progress;
 mod wiring;
 
 use std::process::ExitCode;

@@ -16,12 +16,14 @@
 mod error;
 pub mod events;
 pub mod metrics;
+mod progress;
 mod run;
 pub mod scheduler;
 pub mod segment;
 pub mod telemetry;
 
 pub use error::{Error, Result};
+pub use progress::{Progress, Silent};
 pub use run::{RunId, RunOutcome, Step};
 
 /// An error and its causes on one line, as `a: b: c`.

@@ -202,7 +202,10 @@ async fn execute(
         Err(code) => return Ok(Err(code)),
     };
     let state = state_dir(&project).context("cannot open the state store")?;
-    let context = Context::new(&project, state, None);
+    let context = Context {
+        show_progress: global.output == OutputFormat::Text,
+        ..Context::new(&project, state, None)
+    };
     let mut results = Vec::new();
     for sync in syncs {
         let (report, error) = match one(&context, sync, mode, allow).await {
@@ -242,6 +245,8 @@ pub(crate) struct Context {
     pub(crate) state: StateDir,
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) observer: Option<Arc<dyn RequestObserver>>,
+    /// Draw progress on a terminal (text output, not under `serve`).
+    pub(crate) show_progress: bool,
 }
 
 impl Context {
@@ -250,7 +255,13 @@ impl Context {
         state: StateDir,
         observer: Option<Arc<dyn RequestObserver>>,
     ) -> Self {
-        Self { project: project.clone(), state, limiter: Arc::new(Limiter::default()), observer }
+        Self {
+            project: project.clone(),
+            state,
+            limiter: Arc::new(Limiter::default()),
+            observer,
+            show_progress: false,
+        }
     }
 }
 
@@ -272,6 +283,12 @@ pub(crate) async fn one(
         (&sync.name, environment.project.as_str(), environment.environment.as_str());
     Ok(match &sync.object {
         SyncObject::Segment(spec) => {
+            let terminal = crate::progress::TerminalProgress::for_terminal(name.as_str())
+                .filter(|_| context.show_progress);
+            let progress: &dyn ldsync_engine::Progress = match &terminal {
+                Some(terminal) => terminal,
+                None => &ldsync_engine::Silent,
+            };
             let segments = SegmentSync {
                 name,
                 spec,
@@ -280,6 +297,7 @@ pub(crate) async fn one(
                 project: project_key,
                 environment: env_key,
                 state,
+                progress,
             };
             let options = RunOptions {
                 allow_mass_removal: allow.allow_mass_removal,

@@ -40,6 +40,8 @@ pub struct SegmentSync<'a, S> {
     pub environment: &'a str,
     /// The state store.
     pub state: &'a StateDir,
+    /// Hears the run's progress ([`crate::Silent`] when nobody watches).
+    pub progress: &'a dyn crate::Progress,
 }
 
 /// What the command asked for.
@@ -161,7 +163,9 @@ impl<S: Source> SegmentSync<'_, S> {
         let journal = self.state.journal(self.name).map_err(self.state_error())?;
         let resumed =
             journal.pending::<SegmentPlan>().map_err(self.state_error())?.map(|plan| plan.run_id);
-        let (report, _) = self.stage_and_diff(&journal, options).await?;
+        let staged = self.stage_and_diff(&journal, options).await;
+        self.progress.finish();
+        let (report, _) = staged?;
         Ok(SegmentReport { resumed, ..report })
     }
 
@@ -176,6 +180,7 @@ impl<S: Source> SegmentSync<'_, S> {
         let history = self.state.history(self.name).map_err(self.state_error())?;
 
         let result = self.run_locked(&journal, options).await;
+        self.progress.finish();
         let record =
             |outcome: &str, report: Option<&SegmentReport>, error: Option<String>| RunRecord {
                 run_id: report.map_or_else(
@@ -269,9 +274,14 @@ impl<S: Source> SegmentSync<'_, S> {
     ) -> Result<(SegmentReport, Vec<Planned>)> {
         let sync = self.sync();
         let clock = std::time::Instant::now();
-        let staged =
-            stage::stage(&sync, self.source, self.spec.query.as_str(), self.spec.key.as_ref())
-                .await?;
+        let staged = stage::stage(
+            &sync,
+            self.source,
+            self.spec.query.as_str(),
+            self.spec.key.as_ref(),
+            self.progress,
+        )
+        .await?;
         let staged_ms = clock.elapsed().as_millis();
         let mut targets: BTreeMap<String, KeySet> =
             staged.segments.into_iter().map(|(key, builder)| (key, builder.build())).collect();
@@ -390,12 +400,13 @@ impl<S: Source> SegmentSync<'_, S> {
                 .ensure_big_segment(self.project, self.environment, &self.new_segment(&segment.key))
                 .await
                 .map_err(ld_error)?;
-            for batch in &batches {
-                if acked.contains(batch.id()) {
-                    continue;
+            let total = batches.len() as u64;
+            for (done, batch) in (1..).zip(&batches) {
+                if !acked.contains(batch.id()) {
+                    self.deliver(&segment.key, batch, options).await.map_err(ld_error)?;
+                    journal.acknowledge(batch.id()).map_err(self.state_error())?;
                 }
-                self.deliver(&segment.key, batch, options).await.map_err(ld_error)?;
-                journal.acknowledge(batch.id()).map_err(self.state_error())?;
+                self.progress.batches(done, total);
             }
         }
         let names: Vec<String> = plan.segments.iter().map(|s| s.key.clone()).collect();

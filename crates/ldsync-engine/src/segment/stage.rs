@@ -87,6 +87,7 @@ pub(crate) async fn stage<S: Source>(
     source: &S,
     query: &str,
     fixed_segment: Option<&SegmentKey>,
+    progress: &dyn crate::Progress,
 ) -> Result<Staged> {
     let mut staged = Staged::default();
     if let Some(key) = fixed_segment {
@@ -102,6 +103,7 @@ pub(crate) async fn stage<S: Source>(
             layout = Some(columns(sync, &batch, fixed_segment.is_some())?);
         }
         let layout = layout.as_ref().expect("set from the first batch");
+        progress.rows_read(staged.rows + batch.rows.len() as u64);
         for row in &batch.rows {
             staged.rows += 1;
             let position = staged.rows;
