@@ -255,3 +255,33 @@ async fn kill_9_during_runs_and_backfills_loses_and_doubles_nothing() {
         project.emulator.stats().repeated_payload_ids
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stamped_in_the_future_never_hides_late_rows() {
+    let sync = SYNC.replace(
+        "initial_cursor = \"2026-01-01T00:00:00Z\"",
+        "initial_cursor = \"2020-01-01T00:00:00Z\"",
+    );
+    let project = Project::with_sync("duckdb = \"warehouse.duckdb\"", "checkouts", &sync).await;
+    let now = chrono::Utc::now().timestamp();
+    let at = |offset_secs: i64| format!("to_timestamp({})::timestamp", now + offset_secs);
+    project
+        .duckdb(&format!(
+            "create table orders (order_id varchar, user_id varchar, total double, placed_at timestamp);
+             insert into orders values ('a', 'u1', 1, {}), ('b', 'u2', 1, {}), ('skewed', 'u3', 1, {});",
+            at(-30 * 60),
+            at(-20 * 60),
+            at(20 * 3600)
+        ))
+        .await;
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(stored(&project).values().sum::<usize>(), 3);
+    // A row that arrives late, 25 minutes old: inside the lookback of the run's clock, though
+    // far behind the skewed event.
+    project.duckdb(&format!("insert into orders values ('late', 'u4', 1, {})", at(-25 * 60))).await;
+    let output = project.ldsync(&["run"]).await;
+    assert_success(&output);
+    let counts = stored(&project);
+    assert_eq!(counts.values().sum::<usize>(), 4, "{}", describe(&output));
+    assert!(counts.values().all(|&n| n == 1));
+}

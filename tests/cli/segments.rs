@@ -535,3 +535,47 @@ async fn serve_runs_syncs_on_schedule_serves_metrics_and_stops_on_sigterm() {
     assert!(logs.contains("keeping the old one"), "{logs}");
     assert!(!logs.contains(TOKEN));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_plan_is_abandoned_and_never_blocks_later_runs() {
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", SEGMENT_SYNC).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..30).map(|i| format!("r{i}")).collect();
+    warehouse.set(&members).await;
+    // Someone made `members` a standard segment: ldsync cannot write big-segment members to it.
+    let segments = format!("{}/api/v2/segments/default/production", project.emulator.api_url());
+    #[expect(clippy::disallowed_methods, reason = "the test plays a person editing LaunchDarkly")]
+    let http = reqwest::Client::new();
+    let created = http
+        .post(&segments)
+        .header("Authorization", TOKEN)
+        .json(&serde_json::json!({"key": "members", "name": "Members"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{created:?}");
+    let output = project.ldsync(&["run"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("standard segment"),
+        "{}",
+        describe(&output)
+    );
+    let status = project.ldsync(&["status", "--output", "json"]).await;
+    let statuses: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        statuses[0]["interrupted_run"].is_null(),
+        "the refused plan was abandoned: {statuses:#}"
+    );
+
+    // Once the segment is fixed, the next run delivers everything.
+    let deleted = http
+        .delete(format!("{segments}/members"))
+        .header("Authorization", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{deleted:?}");
+    assert_success(&project.ldsync(&["run"]).await);
+    assert_eq!(project.members("members"), members);
+}

@@ -2,7 +2,6 @@
 
 use std::{
     fs,
-    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
 };
 
@@ -28,7 +27,7 @@ impl StateDir {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         if !path.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(&path).map_err(io(&path))?;
+            crate::journal::create_private_dir(&path)?;
         }
         let marker = path.join(MARKER);
         match fs::read_to_string(&marker) {
@@ -53,7 +52,7 @@ impl StateDir {
     /// The folder that holds `sync`'s files, created on first use.
     pub fn sync_dir(&self, sync: &SyncName) -> Result<PathBuf> {
         let dir = self.path.join("syncs").join(sync.as_str());
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io(&dir))?;
+        crate::journal::create_private_dir(&dir)?;
         Ok(dir)
     }
 

@@ -107,6 +107,13 @@ impl Journal {
         // Acknowledgements left by a run that died while committing belong to its plan, never
         // to this one: with the same batch ids they would mark this plan's batches delivered.
         remove_if_present(&self.dir.join(ACKS))?;
+        // The targets' and files' names must be durable before the plan that promises them: a
+        // plan whose target vanished would be taken for one already committed.
+        for written in [self.dir.join("targets"), self.dir.join("files")] {
+            if written.exists() {
+                sync_dir(&written)?;
+            }
+        }
         sync_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(plan)
             .map_err(|err| Error::Corrupt { path: self.dir.join(PLAN), reason: err.to_string() })?;
@@ -122,7 +129,8 @@ impl Journal {
             .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
-        let line = format!("{id} {:016x}\n", xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
+        // The leading newline ends a line torn by a crash, so it cannot swallow this one.
+        let line = format!("\n{id} {:016x}\n", xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
         file.write_all(line.as_bytes()).map_err(io(&path))?;
         file.sync_data().map_err(io(&path))
     }
@@ -192,6 +200,13 @@ impl Journal {
         }
     }
 
+    /// Gives up the pending plan without committing it: its target never becomes the snapshot.
+    /// Safe only where delivering again is harmless (segment members): the next run diffs
+    /// against the unchanged snapshot and sends every change again.
+    pub fn abandon(&self) -> Result<()> {
+        self.discard()
+    }
+
     fn discard(&self) -> Result<()> {
         // The plan goes first, durably: a crash while the rest is removed leaves files without
         // a plan, which no run mistakes for work to finish.
@@ -223,7 +238,15 @@ fn file_name(name: &str) -> String {
 
 pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))
+    if path.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io(path))?;
+    // A new folder's name lives in its parent: make it durable with the files it will hold.
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 /// Writes a file so that a reader sees the old contents or the new, never a mix.
@@ -289,6 +312,11 @@ mod tests {
         fs::write(&acks, &bytes).unwrap();
         let acked = journal.acknowledged().unwrap();
         assert_eq!(acked.into_iter().collect::<Vec<_>>(), ["beta/12"]);
+        // The next acknowledgement after the torn line still counts.
+        journal.acknowledge("beta/13").unwrap();
+        let mut acked: Vec<_> = journal.acknowledged().unwrap().into_iter().collect();
+        acked.sort();
+        assert_eq!(acked, ["beta/12", "beta/13"]);
     }
 
     #[test]

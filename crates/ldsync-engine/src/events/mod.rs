@@ -363,7 +363,13 @@ impl<S: Source> EventsSync<'_, S> {
         match mode {
             Mode::Incremental => {
                 let from_ms = horizon(state.cursor_ms);
-                let scope = |staged: &Staged| Scope::Incremental { cursor_ms: staged.latest_ms() };
+                // The cursor never passes the run's own clock: an event stamped in the future
+                // (a skewed device clock) would otherwise move it past late rows still to come.
+                // Such an event stays among the recent identities, so it is never sent twice.
+                let now_ms = Utc::now().timestamp_millis();
+                let scope = move |staged: &Staged| Scope::Incremental {
+                    cursor_ms: staged.latest_ms().map(|latest| latest.min(now_ms)),
+                };
                 self.window(
                     &journal,
                     &ledger,

@@ -218,7 +218,7 @@ impl<S: Source> SegmentSync<'_, S> {
         let resumed = match journal.pending::<SegmentPlan>().map_err(self.state_error())? {
             Some(plan) => {
                 tracing::info!(sync = %self.name, run_id = %plan.run_id, "Finishing the plan of an interrupted run.");
-                self.deliver_and_commit(journal, &plan.body, options).await?;
+                self.deliver_or_abandon(journal, &plan.body, options).await?;
                 Some(plan.run_id)
             }
             None => None,
@@ -253,7 +253,7 @@ impl<S: Source> SegmentSync<'_, S> {
         };
         journal.begin(&promise).map_err(self.state_error())?;
         // 4. Deliver, then 5. commit.
-        self.deliver_and_commit(journal, &promise.body, options).await?;
+        self.deliver_or_abandon(journal, &promise.body, options).await?;
         report.outcome = RunOutcome::Succeeded;
         tracing::info!(
             sync = %self.name,
@@ -363,6 +363,25 @@ impl<S: Source> SegmentSync<'_, S> {
                 share * 100.0
             )
         })
+    }
+
+    /// Delivers and commits a plan; a refusal no retry can change (a 4xx) abandons the plan,
+    /// so that it cannot block every later run: the snapshot stays as it was, and the next run
+    /// sends every change again (adding or removing a member twice changes nothing).
+    async fn deliver_or_abandon(
+        &self,
+        journal: &Journal,
+        plan: &SegmentPlan,
+        options: RunOptions,
+    ) -> Result<()> {
+        let result = self.deliver_and_commit(journal, plan, options).await;
+        if let Err(error @ Error::LaunchDarkly { .. }) = &result {
+            if !ldsync_core::Classify::is_retryable(error) {
+                tracing::warn!(sync = %self.name, error = %crate::chain(error), "LaunchDarkly refused a batch; the plan is abandoned and the next run plans again.");
+                journal.abandon().map_err(self.state_error())?;
+            }
+        }
+        result
     }
 
     async fn deliver_and_commit(
