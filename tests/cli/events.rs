@@ -102,6 +102,26 @@ async fn postgres_events_and_a_backfill_never_resend() {
     assert_eq!(project.emulator.stats().requests, before, "{}", describe(&output));
     assert_eq!(stored(&project).values().sum::<usize>(), 300);
 
+    // A window so short the range would need millions of them is refused up front.
+    let output = project
+        .ldsync(&[
+            "backfill",
+            "checkouts",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2026-01-04",
+            "--window",
+            "1ms",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("choose a longer `--window`"),
+        "{}",
+        describe(&output)
+    );
+
     // `plan` counts what a run would send, and sends nothing.
     client
         .batch_execute(

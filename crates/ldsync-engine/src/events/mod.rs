@@ -60,6 +60,9 @@ pub struct EventsSync<'a, S> {
     pub state: &'a StateDir,
 }
 
+/// The most windows one backfill may be cut into.
+const MAX_BACKFILL_WINDOWS: i64 = 100_000;
+
 /// A past time range to send again, in windows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backfill {
@@ -438,6 +441,17 @@ impl<S: Source> EventsSync<'_, S> {
             });
         }
         let window_ms = cursor::millis(backfill.window).max(1);
+        // Each window is one query and one journaled plan: a range cut into millions of them
+        // is a typo in `--window`, and would only exhaust memory listing them.
+        let windows = (to_ms - from_ms).div_euclid(window_ms).saturating_add(1);
+        if windows > MAX_BACKFILL_WINDOWS {
+            return Err(Error::Guardrail {
+                sync: self.sync(),
+                message: format!(
+                    "the backfill would run {windows} windows, more than {MAX_BACKFILL_WINDOWS}: choose a longer `--window`"
+                ),
+            });
+        }
         report.read_from = backfill.from;
         let done_until = state
             .backfill
