@@ -579,3 +579,34 @@ async fn a_refused_plan_is_abandoned_and_never_blocks_later_runs() {
     assert_success(&project.ldsync(&["run"]).await);
     assert_eq!(project.members("members"), members);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_keys_arrive_exactly_through_batches_and_imports() {
+    let long = "x".repeat(10_000);
+    let hostile: BTreeSet<String> = [
+        "Zoë O'Brien".to_owned(),
+        "東京/渋谷 👋".to_owned(),
+        "tab\there".to_owned(),
+        "new\nline".to_owned(),
+        "carriage\rreturn".to_owned(),
+        "quote \"inside\", and comma".to_owned(),
+        "  leading and trailing spaces  ".to_owned(),
+        "back\\slash".to_owned(),
+        "nul-free \u{7f} delete".to_owned(),
+        long,
+    ]
+    .into_iter()
+    .collect();
+    for (name, extra) in [("batches", ""), ("imports", "import_threshold = 1\n")] {
+        let sync = SEGMENT_SYNC.replace("[segment]\n", &format!("[segment]\n{extra}"));
+        let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+        let warehouse = DuckDbWarehouse::new(project.path()).await;
+        warehouse.set(&hostile).await;
+        let output = project.ldsync(&["run"]).await;
+        assert_success(&output);
+        assert_eq!(project.members("members"), hostile, "through {name}\n{}", describe(&output));
+        // Nothing left to send: the snapshot holds exactly what LaunchDarkly holds.
+        let output = project.ldsync(&["plan", "--detailed-exitcode"]).await;
+        assert_eq!(output.status.code(), Some(0), "through {name}\n{}", describe(&output));
+    }
+}

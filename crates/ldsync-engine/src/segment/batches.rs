@@ -72,8 +72,16 @@ pub(crate) fn member_batches<'a>(
     batches
 }
 
+/// Whether a key can travel in a CSV import file. A line break inside a key is quoted by
+/// RFC 4180, but LaunchDarkly documents its import only as "one key per line": such keys go
+/// through the contexts API instead, where JSON carries them exactly.
+fn fits_csv(key: &str) -> bool {
+    !key.contains(['\n', '\r'])
+}
+
 /// Import batches of the whole target: files of at most a million keys and 40 MB, the first
-/// replacing the membership and the rest merging into it.
+/// replacing the membership and the rest merging into it; then member batches for the keys no
+/// CSV line can hold.
 pub(crate) fn import_batches<'a>(segment: &str, target: &'a KeySet) -> Vec<Batch<'a>> {
     let mut batches = Vec::new();
     let mut keys = Vec::new();
@@ -87,7 +95,12 @@ pub(crate) fn import_batches<'a>(segment: &str, target: &'a KeySet) -> Vec<Batch
             keys: std::mem::take(keys),
         });
     };
+    let mut by_api = Vec::new();
     for key in target.iter() {
+        if !fits_csv(text(key)) {
+            by_api.push(text(key));
+            continue;
+        }
         let line = csv_line_len(text(key));
         if !keys.is_empty() && (keys.len() == MAX_IMPORT_KEYS || bytes + line > MAX_IMPORT_BYTES) {
             flush(&mut keys, &mut batches);
@@ -99,8 +112,19 @@ pub(crate) fn import_batches<'a>(segment: &str, target: &'a KeySet) -> Vec<Batch
     if !keys.is_empty() || batches.is_empty() {
         flush(&mut keys, &mut batches);
     }
+    // After the replace, never before it: the replace would drop them again.
+    for (index, chunk) in by_api.chunks(MEMBER_BATCH_AFTER_IMPORT).enumerate() {
+        batches.push(Batch::Members {
+            id: format!("{segment}/import-add/{index}"),
+            change: MemberChange::Add,
+            keys: chunk.to_vec(),
+        });
+    }
     batches
 }
+
+/// Keys per member batch for the keys an import cannot carry.
+const MEMBER_BATCH_AFTER_IMPORT: usize = 1_000;
 
 /// A CSV field, quoted when it must be (RFC 4180).
 pub(crate) fn csv_field(key: &str) -> std::borrow::Cow<'_, str> {
@@ -153,6 +177,21 @@ mod tests {
         );
         // An empty target still replaces the membership, emptying it.
         assert_eq!(import_batches("s", &KeySet::default()).len(), 1);
+    }
+
+    #[test]
+    fn keys_with_line_breaks_follow_the_import_through_the_contexts_api() {
+        let target = KeySet::from_keys(["a", "new\nline", "b", "cr\rkey"]);
+        let batches = import_batches("s", &target);
+        assert_eq!(batches.len(), 2);
+        assert!(
+            matches!(&batches[0], Batch::Import { mode: ImportMode::Replace, keys, .. } if keys.len() == 2)
+        );
+        let Batch::Members { change: MemberChange::Add, keys, id } = &batches[1] else {
+            panic!("{batches:?}")
+        };
+        assert_eq!(id, "s/import-add/0");
+        assert_eq!(keys.len(), 2);
     }
 
     #[test]
