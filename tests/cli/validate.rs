@@ -124,3 +124,44 @@ fn problems_are_reported_as_json_too() {
     assert_eq!(problem["sync"], "bad-cron");
     assert!(problem["message"].as_str().unwrap().starts_with("invalid cron expression"));
 }
+
+#[tokio::test]
+async fn the_emulator_flags_reach_the_emulator() {
+    let port = ldsync_test_support::free_port().unwrap();
+    let mut child = ldsync(repo_root(), &[])
+        .args([
+            "emulator",
+            "--port",
+            &port.to_string(),
+            "--token",
+            "full-token",
+            "--limited-token",
+            "reader=getSegment",
+            "--project",
+            "acme=prod",
+            "--import-delay",
+            "50ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first.trim(), format!("api_url: http://127.0.0.1:{port}"));
+    // The limited token may read but not create; the project given exists, the default not.
+    #[expect(clippy::disallowed_methods, reason = "the test plays a person calling the emulator")]
+    let http = reqwest::Client::new();
+    let create = |path: &'static str, token: &'static str| {
+        http.post(format!("http://127.0.0.1:{port}{path}"))
+            .header("Authorization", token)
+            .json(&serde_json::json!({"key": "b", "name": "B"}))
+            .send()
+    };
+    assert_eq!(create("/api/v2/segments/acme/prod", "reader").await.unwrap().status(), 403);
+    assert_eq!(create("/api/v2/segments/acme/prod", "full-token").await.unwrap().status(), 201);
+    let missing = create("/api/v2/segments/default/production", "full-token").await.unwrap();
+    assert_eq!(missing.status(), 404);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

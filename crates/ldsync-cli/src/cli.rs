@@ -130,6 +130,20 @@ pub(crate) struct EmulatorArgs {
     /// The seed of fault rates, so that a run can be replayed.
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
+    /// A further token limited to some actions, as `TOKEN=ACTION,ACTION` (repeatable): any
+    /// other action answers 403.
+    #[arg(long = "limited-token", value_name = "TOKEN=ACTIONS")]
+    pub(crate) limited_tokens: Vec<ldsync_emulator::TokenSpec>,
+    /// The projects and their environments, as `KEY=ENV,ENV` (repeatable; default
+    /// `default=production,test`).
+    #[arg(long = "project", value_name = "KEY=ENVS")]
+    pub(crate) projects: Vec<ldsync_emulator::ProjectSpec>,
+    /// Serve the metric import on a port of its own (by default it shares `--port`).
+    #[arg(long)]
+    pub(crate) events_port: Option<u16>,
+    /// How long a segment import stays `in_progress` (`200ms`, `2s` …).
+    #[arg(long)]
+    pub(crate) import_delay: Option<ldsync_config::HumanDuration>,
 }
 
 /// `ldsync seed-duckdb`.

@@ -17,6 +17,14 @@ pub(crate) async fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         ..EmulatorConfig::default()
     };
     config.tokens = vec![TokenSpec::full(args.token)];
+    config.tokens.extend(args.limited_tokens);
+    if !args.projects.is_empty() {
+        config.projects = args.projects;
+    }
+    config.events_port = args.events_port;
+    if let Some(delay) = args.import_delay {
+        config.import_delay = delay.get();
+    }
     let emulator = Emulator::start(config).await?;
     {
         // Scripts read these two lines to find the emulator.

@@ -13,6 +13,7 @@ use ldsync_engine::{
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::sync::{load, one, state_dir, Context, Mode, Report};
 use crate::cli::{AllowArgs, GlobalArgs, Overlap, ServeArgs};
@@ -125,7 +126,8 @@ async fn run_one(context: &Context, telemetry: &Telemetry, name: &SyncName) -> R
         return RunResult::Failed(format!("sync `{name}` is no longer declared"));
     };
     let started = Instant::now();
-    let result = one(context, sync, Mode::Run, AllowArgs::default()).await;
+    let span = tracing::info_span!("sync", sync = %name, object = sync.object.kind());
+    let result = one(context, sync, Mode::Run, AllowArgs::default()).instrument(span).await;
     let (status, counts, outcome) = match &result {
         Ok(report) => {
             let (outcome, counts) = match report {

@@ -12,6 +12,7 @@ use ldsync_engine::{
 use ldsync_launchdarkly::{Limiter, RequestObserver};
 use ldsync_state::StateDir;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::{
     cli::{AllowArgs, BackfillArgs, GlobalArgs, OutputFormat, PlanArgs, RunArgs},
@@ -208,7 +209,8 @@ async fn execute(
     };
     let mut results = Vec::new();
     for sync in syncs {
-        let (report, error) = match one(&context, sync, mode, allow).await {
+        let span = tracing::info_span!("sync", sync = %sync.name, object = sync.object.kind());
+        let (report, error) = match one(&context, sync, mode, allow).instrument(span).await {
             Ok(report) => (Some(report), None),
             Err(error) => {
                 let message = format!("{error:#}");
