@@ -28,8 +28,8 @@ fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool
 async fn starts_answers_queries_and_cleans_up_on_drop() {
     let started = Instant::now();
     let server = PostgresServer::start().unwrap();
-    let startup = started.elapsed();
-    assert!(startup < Duration::from_secs(20), "startup took {startup:?}");
+    // A measurement, not an assertion: tests never judge time.
+    eprintln!("PostgreSQL started in {:?}", started.elapsed());
     assert_eq!(server.url(), format!("postgres://postgres@127.0.0.1:{}/postgres", server.port()));
     assert!(server.bin_dir().join("pg_ctl").is_file());
 
