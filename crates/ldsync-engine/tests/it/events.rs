@@ -9,9 +9,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use ldsync_config::{MetricEventsSpec, Query};
-use ldsync_core::{
-    BatchStream, Classify, ContextKind, ErrorDomain, RowBatch, Secret, Source, SyncName, Value,
-};
+use ldsync_core::{BatchStream, ContextKind, RowBatch, Secret, Source, SyncName, Value};
 use ldsync_emulator::{Emulator, EmulatorConfig, FaultKind, FaultSpec};
 use ldsync_engine::{
     events::{Backfill, EventsReport, EventsSync},
@@ -19,6 +17,8 @@ use ldsync_engine::{
 };
 use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, RetryPolicy};
 use ldsync_state::StateDir;
+
+use crate::WarehouseError;
 
 const PROJECT: &str = "default";
 const ENVIRONMENT: &str = "production";
@@ -34,20 +34,6 @@ const COLUMNS: [&str; 5] = ["event_id", "event_key", "context_key", "occurred_at
 #[derive(Debug, Default)]
 struct Warehouse {
     rows: Mutex<Vec<Vec<Value>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the in-memory warehouse failed")]
-struct WarehouseError;
-
-impl Classify for WarehouseError {
-    fn domain(&self) -> ErrorDomain {
-        ErrorDomain::External
-    }
-
-    fn is_retryable(&self) -> bool {
-        false
-    }
 }
 
 impl Source for Warehouse {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use ldsync_config::{MetricsSpec, Query};
-use ldsync_core::{BatchStream, Classify, ErrorDomain, RowBatch, Secret, Source, SyncName, Value};
+use ldsync_core::{BatchStream, RowBatch, Secret, Source, SyncName, Value};
 use ldsync_emulator::{Emulator, EmulatorConfig, FaultKind, FaultSpec, DEFAULT_PROJECT};
 use ldsync_engine::{
     metrics::{MetricsOptions, MetricsReport, MetricsSync},
@@ -17,6 +17,8 @@ use ldsync_engine::{
 use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, MetricPost, PatchOp, RetryPolicy};
 use ldsync_state::StateDir;
 use serde_json::{json, Value as Json};
+
+use crate::WarehouseError;
 
 const LIST: &str = "GET /api/v2/metrics/{projectKey}";
 const CREATE: &str = "POST /api/v2/metrics/{projectKey}";
@@ -28,20 +30,6 @@ const DELETE: &str = "DELETE /api/v2/metrics/{projectKey}/{metricKey}";
 #[derive(Debug, Default)]
 pub(crate) struct Warehouse {
     batch: Mutex<Option<RowBatch>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the in-memory warehouse failed")]
-pub(crate) struct WarehouseError;
-
-impl Classify for WarehouseError {
-    fn domain(&self) -> ErrorDomain {
-        ErrorDomain::External
-    }
-
-    fn is_retryable(&self) -> bool {
-        false
-    }
 }
 
 impl Source for Warehouse {
