@@ -217,33 +217,19 @@ async fn kill_9_during_runs_and_backfills_loses_and_doubles_nothing() {
             ))
             .await;
         let backfill = seed % 5 == 4;
-        let mut command = tokio::process::Command::from(crate::ldsync(
-            project.path(),
-            &[("LD_ACCESS_TOKEN", crate::segments::TOKEN)],
-        ));
-        if backfill {
-            command.args([
-                "backfill",
-                "checkouts",
-                "--from",
-                "2026-01-01",
-                "--to",
-                "2026-01-03",
-                "--window",
-                "6h",
-            ]);
-        } else {
-            command.arg("run");
-        }
-        command.kill_on_drop(true);
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        let mut child = command.spawn().unwrap();
+        let backfill_args = [
+            "backfill",
+            "checkouts",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-03",
+            "--window",
+            "6h",
+        ];
+        let args: &[&str] = if backfill { &backfill_args } else { &["run"] };
         let delay = std::time::Duration::from_millis(rng.random_range(0..400));
-        let killed = tokio::time::timeout(delay, child.wait()).await.is_err();
-        if killed {
-            child.start_kill().unwrap();
-        }
-        let _ = child.wait().await;
+        let killed = project.run_killed_after(args, delay).await;
         let sent = project.emulator.snapshot().events_in("default", "production").count();
         eprintln!(
             "seed {seed}: {} after {delay:?}; {sent} events stored",

@@ -167,19 +167,8 @@ async fn kill_9_and_server_faults_end_in_the_same_definitions() {
         project
             .duckdb(&format!("update defs set name = 'Metric {seed}-' || key where key like 'm%'"))
             .await;
-        let mut command = tokio::process::Command::from(crate::ldsync(
-            project.path(),
-            &[("LD_ACCESS_TOKEN", crate::segments::TOKEN)],
-        ));
-        command.arg("run").kill_on_drop(true);
-        // Killed runs log their retries; the final run's output is what the test reads.
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        let mut child = command.spawn().unwrap();
         let delay = std::time::Duration::from_millis(rng.random_range(0..300));
-        if tokio::time::timeout(delay, child.wait()).await.is_err() {
-            child.start_kill().unwrap();
-        }
-        let _ = child.wait().await;
+        project.run_killed_after(&["run"], delay).await;
     }
     project.emulator.set_faults(Vec::new());
     assert_success(&project.ldsync(&["run"]).await);

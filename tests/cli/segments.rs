@@ -57,6 +57,22 @@ impl Project {
         ldsync_source::DuckDbSource::execute_script(path, sql.to_owned()).await.unwrap();
     }
 
+    /// Starts `ldsync ARGS` and kills it with SIGKILL after `delay` unless it ended before;
+    /// returns whether it was killed. Its output is dropped: the tests read the end state.
+    pub(crate) async fn run_killed_after(&self, args: &[&str], delay: Duration) -> bool {
+        let mut command =
+            tokio::process::Command::from(ldsync(self.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
+        command.args(args).kill_on_drop(true);
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let mut child = command.spawn().unwrap();
+        let killed = tokio::time::timeout(delay, child.wait()).await.is_err();
+        if killed {
+            child.start_kill().unwrap();
+        }
+        let _ = child.wait().await;
+        killed
+    }
+
     /// Runs `ldsync ARGS` in the project; waits at most two minutes.
     pub(crate) async fn ldsync(&self, args: &[&str]) -> Output {
         let mut command = ldsync(self.path(), &[("LD_ACCESS_TOKEN", TOKEN)]);
@@ -240,18 +256,8 @@ async fn kill_9_at_random_moments_then_one_run_repairs_everything() {
         let mut rng = SmallRng::seed_from_u64(seed);
         members = churn(&mut rng, &members, 0.3, &mut next);
         warehouse.set(&members).await;
-        let mut command =
-            tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
-        command.arg("run").kill_on_drop(true);
-        // Killed runs log their retries; the final run's output is what the test reads.
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        let mut child = command.spawn().unwrap();
         let delay = Duration::from_millis(rng.random_range(0..400));
-        let killed = tokio::time::timeout(delay, child.wait()).await.is_err();
-        if killed {
-            child.start_kill().unwrap();
-        }
-        let _ = child.wait().await;
+        let killed = project.run_killed_after(&["run"], delay).await;
         eprintln!("seed {seed}: {} after {delay:?}", if killed { "killed" } else { "finished" });
     }
     let output = project.ldsync(&["run"]).await;

@@ -147,23 +147,7 @@ async fn bench_events(
         "—",
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ldsync.toml"),
-        format!(
-            "[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"test\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
-            server.url(),
-            emulator.api_url(),
-            emulator.events_url()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("syncs")).unwrap();
-    std::fs::write(
-        dir.path().join("syncs/events.toml"),
-        format!("warehouse = \"pg\"\nenvironment = \"e\"\n[metric_events]\ninitial_cursor = \"2025-12-31\"\nlookback = \"1h\"\nquery = \"{query}\"\n"),
-    )
-    .unwrap();
+    let dir = project(server, emulator, "test", "events", &format!("warehouse = \"pg\"\nenvironment = \"e\"\n[metric_events]\ninitial_cursor = \"2025-12-31\"\nlookback = \"1h\"\nquery = \"{query}\"\n"));
     let (run, peak) = ldsync_run(ldsync, dir.path(), token);
     let stored = emulator.snapshot().events_in("default", "test").count() as u64;
     assert_eq!(stored, rows, "every event arrived once");
@@ -182,6 +166,31 @@ async fn bench_events(
     );
     let (again, _) = ldsync_run(ldsync, dir.path(), token);
     table.row("events: the next run, nothing new", secs(again), ratio(again, extraction), "—");
+}
+
+/// A project in a new folder: the throwaway PostgreSQL as warehouse `pg`, the emulator's
+/// `environment` as `e`, and one sync `syncs/NAME.toml` whose body is `sync`.
+fn project(
+    server: &PostgresServer,
+    emulator: &Emulator,
+    environment: &str,
+    name: &str,
+    sync: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ldsync.toml"),
+        format!(
+            "[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"{environment}\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
+            server.url(),
+            emulator.api_url(),
+            emulator.events_url()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("syncs")).unwrap();
+    std::fs::write(dir.path().join(format!("syncs/{name}.toml")), sync).unwrap();
+    dir
 }
 
 /// The ordered set of `keys`.
@@ -234,23 +243,7 @@ async fn main() {
     // The project: the throwaway PostgreSQL → the emulator, no rate limit.
     let token = "bench-token";
     let emulator = Emulator::start(EmulatorConfig::default().with_token(token)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ldsync.toml"),
-        format!(
-            "[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"production\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
-            server.url(),
-            emulator.api_url(),
-            emulator.events_url()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(dir.path().join("syncs")).unwrap();
-    std::fs::write(
-        dir.path().join("syncs/bench.toml"),
-        format!("warehouse = \"pg\"\nenvironment = \"e\"\n[segment]\nkey = \"bench\"\nbatch_size = 1000\nquery = \"{query}\"\n"),
-    )
-    .unwrap();
+    let dir = project(&server, &emulator, "production", "bench", &format!("warehouse = \"pg\"\nenvironment = \"e\"\n[segment]\nkey = \"bench\"\nbatch_size = 1000\nquery = \"{query}\"\n"));
 
     // First load: through CSV imports.
     let (first, first_peak) = ldsync_run(&ldsync, dir.path(), token);
