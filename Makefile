@@ -9,7 +9,7 @@ CARGO_FLAGS := --release --locked
 LDSYNC := $(CARGO_TARGET_DIR)/release/ldsync
 
 .DEFAULT_GOAL := help
-.PHONY: help build fmt check test check-syncs validate-syncs demo bench ci
+.PHONY: help build fmt check test check-syncs validate-syncs demo bench fuzz ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,5 +45,24 @@ demo: build ## Run the main job on the embedded default (DuckDB warehouse, local
 
 bench: build ## Run the benchmarks; numbers go to docs/benchmarks.md
 	./scripts/bench.sh "$(LDSYNC)"
+
+# The fuzz crate is outside the workspace and builds only the config, core and emulator crates,
+# with its own target folder: libFuzzer's instrumentation would otherwise rebuild what the
+# release builds share. `-s none` needs no sanitizer runtime, so the stable toolchain does.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := crates/ldsync-fuzz
+FUZZ_TARGETS := config_project emulator_request emulator_body snapshot_file
+FUZZ_CARGO_TARGET_DIR ?= $(HOME)/.cache/fuzz-target
+
+fuzz: ## Fuzz the config parser, the emulator and snapshot files, FUZZ_SECONDS (60) per target
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	CARGO_TARGET_DIR=$(FUZZ_CARGO_TARGET_DIR) $(CARGO) fuzz build --fuzz-dir $(FUZZ_DIR) -s none
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$target && \
+		CARGO_TARGET_DIR=$(FUZZ_CARGO_TARGET_DIR) $(CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) -s none \
+			$$target $(FUZZ_DIR)/corpus/$$target $(FUZZ_DIR)/seeds/$$target \
+			-- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			|| exit 1; \
+	done
 
 ci: check test ## What CI runs

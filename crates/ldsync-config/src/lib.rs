@@ -34,7 +34,7 @@ mod value;
 pub use defaults::*;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use error::{Error, Result};
-pub use load::{load, load_with};
+pub use load::{load, load_from_texts, load_with};
 pub use spec::{
     EnvironmentSpec, LimitsSpec, MetricEventsSpec, MetricsSpec, Project, SegmentSpec, StateSpec,
     SyncObject, SyncSpec, WarehouseSpec,

@@ -28,17 +28,57 @@ pub fn load(path: &Path) -> Result<Project> {
 pub fn load_with(path: &Path, expander: &Expander<'_>) -> Result<Project> {
     let project_file = SourceFile::read(path)?;
     let mut diagnostics = Diagnostics::default();
-    let project = parse_project(&project_file, expander, &mut diagnostics);
-    let secrets = project.secrets();
-
     let root = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let sync_files = read_sync_files(&root.join(SYNCS_DIR), &mut diagnostics)?;
+    check_files(&project_file, &sync_files, expander, diagnostics)
+}
+
+/// Like [`load_with`], with the files' contents given rather than read: `text` is the project
+/// file at `path`, and each of `syncs` is a sync file's path and text, in the order given.
+///
+/// Nothing is read from disk, so tools and fuzzers can check a project held in memory.
+///
+/// ```
+/// use std::path::{Path, PathBuf};
+///
+/// let expander = ldsync_config::expand::Expander::with_lookup(|_| None);
+/// let result = ldsync_config::load_from_texts(
+///     Path::new("ldsync.toml"),
+///     "[limits]\nmax_concurrent_syncs = 0\n",
+///     &[(PathBuf::from("syncs/empty.toml"), String::new())],
+///     &expander,
+/// );
+/// assert!(result.is_err());
+/// ```
+pub fn load_from_texts(
+    path: &Path,
+    text: &str,
+    syncs: &[(PathBuf, String)],
+    expander: &Expander<'_>,
+) -> Result<Project> {
+    let project_file = SourceFile { path: path.to_path_buf(), text: text.to_owned() };
+    let sync_files: Vec<_> = syncs
+        .iter()
+        .map(|(path, text)| SourceFile { path: path.clone(), text: text.clone() })
+        .collect();
+    check_files(&project_file, &sync_files, expander, Diagnostics::default())
+}
+
+/// Parses and validates files already read, adding to the problems found while reading them.
+fn check_files(
+    project_file: &SourceFile,
+    sync_files: &[SourceFile],
+    expander: &Expander<'_>,
+    mut diagnostics: Diagnostics,
+) -> Result<Project> {
+    let project = parse_project(project_file, expander, &mut diagnostics);
+    let secrets = project.secrets();
     let syncs: Vec<_> = sync_files
         .iter()
         .map(|file| (file, parse_sync(file, expander, &mut diagnostics)))
         .collect();
 
-    let project = validate::validate(&project_file, project, &syncs, &mut diagnostics);
+    let project = validate::validate(project_file, project, &syncs, &mut diagnostics);
     // Every problem in a sync file names its sync (the file's stem), whichever phase found it.
     for diagnostic in &mut diagnostics.0 {
         if sync_files.iter().any(|file| file.path == diagnostic.path) {

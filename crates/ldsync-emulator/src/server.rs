@@ -59,6 +59,22 @@ impl Shared {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn new(config: &EmulatorConfig, model: Model, shutdown: watch::Receiver<bool>) -> AppState {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                model,
+                stats: Stats::default(),
+                limiter: Limiter::new(config.rate_limits.clone()),
+                faults: FaultEngine::new(config.faults.clone(), config.seed),
+                import_delay: config.import_delay,
+                dirty: false,
+            }),
+            tokens: config.tokens.clone(),
+            projects: config.projects.clone(),
+            shutdown,
+        })
+    }
+
     pub(crate) fn reset(&self) {
         let mut inner = self.lock();
         inner.model = Model::new(&self.projects);
@@ -389,6 +405,19 @@ async fn fault_response(
     }
 }
 
+/// The emulator's routes as a service, without a listener: to drive it in-process with
+/// `tower::ServiceExt::oneshot`, as the fuzz targets do.
+///
+/// Its state starts empty (`config.state_file` is not read or written) and lives as long as the
+/// router. With no server to stop, the `hang` fault answers at once, `trickle` sends an empty
+/// body, and `reset` answers `500` with no connection to reset; the address fields of `config`
+/// are unused.
+pub fn app(config: &EmulatorConfig) -> Router {
+    // The sender is dropped at once: to the faults that wait for it, the emulator has stopped.
+    let (_, shutdown) = watch::channel(false);
+    router(Shared::new(config, Model::new(&config.projects), shutdown))
+}
+
 /// A running emulator. Dropping it stops the server (and saves the state file, if any).
 pub struct Emulator {
     shared: AppState,
@@ -454,19 +483,7 @@ impl Emulator {
             }
         }
         let (stop, shutdown) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                model,
-                stats: Stats::default(),
-                limiter: Limiter::new(config.rate_limits.clone()),
-                faults: FaultEngine::new(config.faults.clone(), config.seed),
-                import_delay: config.import_delay,
-                dirty: false,
-            }),
-            tokens: config.tokens.clone(),
-            projects: config.projects.clone(),
-            shutdown,
-        });
+        let shared = Shared::new(&config, model, shutdown);
         let mut listeners = vec![bind(config.host, config.port).await?];
         if let Some(port) = config.events_port {
             listeners.push(bind(config.host, port).await?);

@@ -1,6 +1,6 @@
 //! Every example we ship, and every example in PRODUCT.md, loads unchanged.
 
-use ldsync_config::{load_with, StateSpec, SyncObject, WarehouseSpec};
+use ldsync_config::{load_from_texts, load_with, StateSpec, SyncObject, WarehouseSpec};
 
 use crate::{example_env, repo_root};
 
@@ -31,6 +31,26 @@ fn the_bundled_project_and_syncs_validate() {
     assert_eq!(production.token.expose(), "api-test-token");
     assert_eq!(format!("{:?}", production.token), "**REDACTED**");
     assert_eq!(production.api_url, "https://app.launchdarkly.com");
+}
+
+/// The files given as text load as they do from disk: the fuzz target `config_project` relies on it.
+#[test]
+fn the_bundled_project_loads_the_same_from_text() {
+    let path = repo_root().join("ldsync.toml");
+    let from_disk = load_with(&path, &example_env()).unwrap();
+    let mut syncs: Vec<_> = std::fs::read_dir(repo_root().join("syncs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| (path.clone(), std::fs::read_to_string(path).unwrap()))
+        .collect();
+    syncs.sort();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from_text = load_from_texts(&path, &text, &syncs, &example_env()).unwrap();
+    assert_eq!(format!("{from_text:?}"), format!("{from_disk:?}"));
+
+    syncs.push((repo_root().join("syncs/broken.toml"), "warehouse = 1\n".to_owned()));
+    let error = load_from_texts(&path, &text, &syncs, &example_env()).unwrap_err();
+    assert!(error.to_string().contains("broken.toml:1:13"), "{error}");
 }
 
 /// The TOML blocks of PRODUCT.md, which the bundled files must equal byte for byte.
