@@ -63,3 +63,15 @@ pub trait Classify {
     /// Whether trying the same operation again could succeed.
     fn is_retryable(&self) -> bool;
 }
+
+/// An error and its causes on one line, as `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

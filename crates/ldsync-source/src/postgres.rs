@@ -1,14 +1,14 @@
 //! PostgreSQL, and every engine that speaks its wire protocol, through tokio-postgres.
 
-use std::{error::Error as _, str::FromStr, sync::Arc, time::Duration};
+use std::{error::Error as _, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
-use ldsync_core::{BatchStream, RowBatch, Secret, Source, Value};
+use ldsync_core::{BatchStream, RowBatch, Secret, Source, TextBatch, TextStream, Value};
 use tokio_postgres::{
     types::{to_sql_checked, FromSql, IsNull, ToSql, Type},
-    Client, Config, NoTls, Row,
+    Client, Row,
 };
 
 use crate::{Error, Result};
@@ -16,27 +16,37 @@ use crate::{Error, Result};
 const ENGINE: &str = "postgres";
 
 /// A PostgreSQL-wire warehouse.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresSource {
-    config: Config,
+    connect: Arc<ldsync_pgtls::PgConnect>,
     statement_timeout: Duration,
 }
 
+impl std::fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("ssl_mode", &self.connect.ssl_mode)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PostgresSource {
-    /// A source for the connection string `url` (a URL or `key=value` pairs); queries running
-    /// longer than `statement_timeout` are cancelled by the server.
+    /// A source for the connection string `url` (a URL or `key=value` pairs, with libpq's
+    /// `sslmode` and `sslrootcert`); queries running longer than `statement_timeout` are
+    /// cancelled by the server.
     pub fn new(url: &Secret, statement_timeout: Duration) -> Result<Self> {
-        let config = Config::from_str(url.expose()).map_err(|err| Error::Connect {
+        let connect = ldsync_pgtls::parse(url.expose()).map_err(|err| Error::Connect {
             engine: ENGINE,
-            // The parser's message never holds the string itself, so it is safe to show.
-            message: format!("invalid connection string: {err}"),
+            // The parser's messages name parameters, never the string itself.
+            message: ldsync_core::error_chain(&err),
         })?;
-        Ok(Self { config, statement_timeout })
+        Ok(Self { connect: Arc::new(connect), statement_timeout })
     }
 
-    /// Opens a session, with the statement timeout set.
-    async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(connect_error)?;
+    /// Opens a session (over TLS when `sslmode` asks for it), with the statement timeout set.
+    pub(crate) async fn connect(&self) -> Result<Client> {
+        let (client, connection) = self.connect.connect().await.map_err(connect_error)?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(error = %error, "The PostgreSQL connection closed.");
@@ -121,24 +131,37 @@ impl Source for PostgresSource {
         });
         crate::duckdb::receiver_stream(receiver)
     }
+
+    fn fetch_text<'a>(
+        &'a self,
+        sql: &'a str,
+        wanted: &'a [&'a str],
+        batch_rows: usize,
+    ) -> TextStream<'a, Error> {
+        // Room for the rows that arrive while the engine loads the committed membership.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<TextBatch>>(16);
+        let source = self.clone();
+        let sql = sql.to_owned();
+        let wanted: Vec<String> = wanted.iter().map(|&name| name.to_owned()).collect();
+        let batch_rows = batch_rows.max(1);
+        tokio::spawn(async move {
+            if let Err(error) = source.run_text(&sql, &wanted, batch_rows, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        Box::pin(futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
+    }
 }
 
 fn connect_error(err: tokio_postgres::Error) -> Error {
     if err.as_db_error().is_some() {
         return query_error(err);
     }
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    Error::Connect { engine: ENGINE, message }
+    Error::Connect { engine: ENGINE, message: ldsync_core::error_chain(&err) }
 }
 
 #[expect(clippy::needless_pass_by_value, reason = "it is the `map_err` adapter of every query")]
-fn query_error(err: tokio_postgres::Error) -> Error {
+pub(crate) fn query_error(err: tokio_postgres::Error) -> Error {
     let Some(db) = err.as_db_error() else {
         if err.is_closed() {
             return Error::Connect { engine: ENGINE, message: "the connection was closed".into() };
@@ -171,7 +194,7 @@ fn query_error(err: tokio_postgres::Error) -> Error {
 
 /// How one column's values are read.
 #[derive(Debug, Clone, Copy)]
-enum Decoder {
+pub(crate) enum Decoder {
     Bool,
     Int2,
     Int4,
@@ -188,7 +211,7 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn for_type(column: &str, ty: &Type) -> Result<Self> {
+    pub(crate) fn for_type(column: &str, ty: &Type) -> Result<Self> {
         Ok(match *ty {
             Type::BOOL => Self::Bool,
             Type::INT2 => Self::Int2,
@@ -213,7 +236,7 @@ impl Decoder {
     }
 }
 
-fn decode_row(row: &Row, decoders: &[Decoder]) -> Result<Vec<Value>> {
+pub(crate) fn decode_row(row: &Row, decoders: &[Decoder]) -> Result<Vec<Value>> {
     decoders.iter().enumerate().map(|(i, decoder)| decode_value(row, i, *decoder)).collect()
 }
 

@@ -19,4 +19,4 @@ pub mod postgres;
 
 pub use error::{Error, Result};
 pub use net::free_port;
-pub use postgres::PostgresServer;
+pub use postgres::{PostgresServer, ServerTls};

@@ -18,5 +18,5 @@ mod shared;
 mod watchdog;
 
 pub use binaries::BIN_DIR_ENV;
-pub use server::PostgresServer;
+pub use server::{PostgresServer, ServerTls};
 pub use shared::shared;

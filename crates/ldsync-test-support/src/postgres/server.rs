@@ -41,8 +41,30 @@ const SETTINGS: &str = "listen_addresses = '127.0.0.1'\n\
                         fsync = off\n\
                         full_page_writes = off\n";
 
+/// The files the TLS settings point at, relative to the data directory.
+const TLS_SETTINGS: &str = "ssl = on\n\
+                            ssl_cert_file = 'server.crt'\n\
+                            ssl_key_file = 'server.key'\n";
+
+/// The client authentication of a server that refuses TCP without TLS: trust over the Unix
+/// socket (which the fixture's own helpers then use) and over TLS, nothing else.
+const HBA_TLS_ONLY: &str = "local all all trust\n\
+                            hostssl all all 127.0.0.1/32 trust\n\
+                            hostssl all all ::1/128 trust\n";
+
 /// Numbers the databases of [`PostgresServer::create_unique_database`].
 static DATABASE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The certificate and key of a server started by [`PostgresServer::start_with_tls`].
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate, PEM, followed by any intermediate certificates.
+    pub cert_pem: String,
+    /// The certificate's private key, PEM.
+    pub key_pem: String,
+    /// Whether TCP connections without TLS are refused (`hostssl` lines only in `pg_hba.conf`).
+    pub tls_only: bool,
+}
 
 /// A throwaway PostgreSQL server in a temporary directory, listening on 127.0.0.1.
 ///
@@ -64,6 +86,10 @@ pub struct PostgresServer {
     /// Whether the server may be running, so that `Drop` knows whether to stop it.
     running: AtomicBool,
     watchdog: Option<Watchdog>,
+    /// Settings added to [`SETTINGS`], such as TLS.
+    extra_settings: &'static str,
+    /// Whether plain TCP is refused, so that our helpers connect through the Unix socket.
+    tls_only: bool,
 }
 
 impl PostgresServer {
@@ -72,6 +98,21 @@ impl PostgresServer {
     /// Blocks until the server accepts connections; this takes a second or two. It may be called
     /// from synchronous tests and from inside a Tokio runtime.
     pub fn start() -> Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// Like [`start`](Self::start), with TLS on (`ssl = on`) using the given certificate and key.
+    ///
+    /// The files are written into the data directory as `server.crt` and `server.key` (mode
+    /// 0600, as PostgreSQL demands). With [`ServerTls::tls_only`], TCP connections without TLS
+    /// are refused; the helpers of this type ([`connect`](Self::connect),
+    /// [`create_database`](Self::create_database), …) then use the Unix socket, while
+    /// [`url`](Self::url) still names 127.0.0.1.
+    pub fn start_with_tls(tls: &ServerTls) -> Result<Self> {
+        Self::start_inner(Some(tls))
+    }
+
+    fn start_inner(tls: Option<&ServerTls>) -> Result<Self> {
         let bin_dir = binaries::find_bin_dir()?;
         let (dir, account) = create_dir()?;
         let root = dir.path().to_path_buf();
@@ -84,8 +125,13 @@ impl PostgresServer {
             account,
             running: AtomicBool::new(false),
             watchdog: None,
+            extra_settings: "",
+            tls_only: false,
         };
         server.init_cluster()?;
+        if let Some(tls) = tls {
+            server.install_tls(tls)?;
+        }
         server.watchdog = Some(Watchdog::spawn(
             &server.bin_dir.join("pg_ctl"),
             &server.data_dir,
@@ -131,8 +177,18 @@ impl PostgresServer {
     /// The task ends when the client is dropped or the connection fails; failures then show as
     /// errors of the client's calls.
     pub async fn connect_to(&self, db: &str) -> Result<tokio_postgres::Client> {
-        let url = self.url_for(db);
-        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        let (url, config) = if self.tls_only {
+            let mut config = tokio_postgres::Config::new();
+            config.host_path(&self.root).port(self.port).user(SUPERUSER).dbname(db);
+            (format!("the Unix socket in `{}`, database `{db}`", self.root.display()), config)
+        } else {
+            let url = self.url_for(db);
+            let config =
+                url.parse().map_err(|source| Error::Connect { url: url.clone(), source })?;
+            (url, config)
+        };
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
             .await
             .map_err(|source| Error::Connect { url, source })?;
         tokio::spawn(async move {
@@ -210,6 +266,27 @@ impl PostgresServer {
         )
     }
 
+    /// Writes the certificate and key, turns TLS on and, if asked, refuses plain TCP.
+    fn install_tls(&mut self, tls: &ServerTls) -> Result<()> {
+        self.write_data_file("server.crt", &tls.cert_pem, 0o644)?;
+        self.write_data_file("server.key", &tls.key_pem, 0o600)?;
+        self.extra_settings = TLS_SETTINGS;
+        if tls.tls_only {
+            self.write_data_file("pg_hba.conf", HBA_TLS_ONLY, 0o600)?;
+            self.tls_only = true;
+        }
+        Ok(())
+    }
+
+    /// Writes a file of the data directory with the given mode, owned by the server's account.
+    fn write_data_file(&self, name: &str, contents: &str, mode: u32) -> Result<()> {
+        let path = self.data_dir.join(name);
+        fs::write(&path, contents)
+            .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
+            .map_err(|source| Error::io(format!("write `{}`", path.display()), source))?;
+        self.hand_over(&path)
+    }
+
     fn start_on_free_port(&mut self) -> Result<()> {
         let mut attempt = 1;
         loop {
@@ -231,8 +308,10 @@ impl PostgresServer {
 
     fn write_settings(&self) -> Result<()> {
         let socket_dir = self.root.to_string_lossy().replace('\'', "''");
-        let settings =
-            format!("{SETTINGS}port = {}\nunix_socket_directories = '{socket_dir}'\n", self.port);
+        let settings = format!(
+            "{SETTINGS}{}port = {}\nunix_socket_directories = '{socket_dir}'\n",
+            self.extra_settings, self.port
+        );
         let path = self.data_dir.join("ldsync.conf");
         fs::write(&path, settings)
             .map_err(|source| Error::io(format!("write `{}`", path.display()), source))?;
