@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_REMOVAL_RATIO: f64 = 0.5;
 pub const DEFAULT_EVENT_BATCH_SIZE: u32 = 5_000;
 /// How far before the cursor an incremental events run looks again, for late rows.
 pub const DEFAULT_LOOKBACK_SECS: u64 = 3_600;
+/// How long an events sync remembers the identity of an event it delivered: 400 days, so
+/// that an `event_id` re-emitted within a year (and a month) is never sent twice.
+pub const DEFAULT_IDENTITY_RETENTION_SECS: u64 = 400 * 86_400;
 /// How long one warehouse query may run.
 pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3_600;
 /// The memory the diff may use before it spills to disk, in MiB.

@@ -81,6 +81,7 @@ pub(crate) struct RawSegment {
 pub(crate) struct RawMetricEvents {
     pub(crate) context_kind: Option<ContextKind>,
     pub(crate) lookback: Option<HumanDuration>,
+    pub(crate) identity_retention: Option<HumanDuration>,
     pub(crate) initial_cursor: Option<Spanned<String>>,
     pub(crate) batch_size: Option<Spanned<u32>>,
     pub(crate) query: Spanned<Query>,

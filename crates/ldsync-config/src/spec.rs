@@ -180,6 +180,9 @@ pub struct MetricEventsSpec {
     pub context_kind: ContextKind,
     /// How far before the cursor each run reads again, for late rows.
     pub lookback: Duration,
+    /// How long after its delivery an event's identity is remembered, whatever its
+    /// `occurred_at`: an `event_id` that comes back within it is never sent again.
+    pub identity_retention: Duration,
     /// The cursor of the first run.
     pub initial_cursor: DateTime<Utc>,
     /// Events per request.

@@ -14,9 +14,10 @@ use crate::{
     raw::{RawEnvironment, RawMetricEvents, RawMetrics, RawSegment, RawState, RawWarehouse},
     Diagnostic, Diagnostics, EnvironmentSpec, LimitsSpec, MetricEventsSpec, MetricsSpec, Project,
     Ratio, SegmentSpec, StateSpec, SyncObject, SyncSpec, WarehouseSpec, DEFAULT_API_URL,
-    DEFAULT_EVENTS_URL, DEFAULT_EVENT_BATCH_SIZE, DEFAULT_IMPORT_THRESHOLD, DEFAULT_LOOKBACK_SECS,
-    DEFAULT_MAX_CONCURRENT_SYNCS, DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MEMORY_BUDGET_MIB,
-    DEFAULT_SEGMENT_BATCH_SIZE, DEFAULT_STATEMENT_TIMEOUT_SECS, DEFAULT_STATE_DIR,
+    DEFAULT_EVENTS_URL, DEFAULT_EVENT_BATCH_SIZE, DEFAULT_IDENTITY_RETENTION_SECS,
+    DEFAULT_IMPORT_THRESHOLD, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_CONCURRENT_SYNCS,
+    DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_SEGMENT_BATCH_SIZE,
+    DEFAULT_STATEMENT_TIMEOUT_SECS, DEFAULT_STATE_DIR,
 };
 
 /// The largest `batch_size` of a `[segment]`.
@@ -532,6 +533,10 @@ impl SyncChecker<'_> {
             context_kind: raw.context_kind.clone().unwrap_or_default(),
             lookback: raw.lookback.map_or(
                 std::time::Duration::from_secs(DEFAULT_LOOKBACK_SECS),
+                crate::HumanDuration::get,
+            ),
+            identity_retention: raw.identity_retention.map_or(
+                std::time::Duration::from_secs(DEFAULT_IDENTITY_RETENTION_SECS),
                 crate::HumanDuration::get,
             ),
             initial_cursor,

@@ -1,96 +1,320 @@
-//! The batches of a run: staged events → request bodies, each with its payload ID.
+//! The batches of a run: new events → request bodies, each with its payload ID, and the
+//! journal file that promises each one.
 //!
-//! The journal keeps each batch's gzip body as a file of the pending plan
-//! ([`ldsync_state::Journal::write_pending`]) rather than the events in `plan.json`: a resumed
-//! run resends the very bytes the crashed run promised under the same payload ID (nothing is
-//! rebuilt, so no change of code between the crash and the resume can alter a payload that
-//! LaunchDarkly may already have counted), and gzip keeps the pending plan small. `plan.json`
-//! holds what the commit needs: payload IDs, file names and the identities each batch carries.
+//! A batch is journaled as one file of the pending plan ([`ldsync_state::Journal::write_pending`]),
+//! written before it is sent: its payload ID, the identity hash, row and shown key of each of
+//! its events, and its gzip body. A resumed run resends the very bytes the crashed run promised
+//! under the same payload ID (nothing is rebuilt, so no change of code between the crash and the
+//! resume can alter a payload that LaunchDarkly may already have counted). The file is binary
+//! and checksummed: 16 bytes of identity per event rather than JSON text.
 
-use ldsync_launchdarkly::{event_payloads, CustomEvent, EventPayload, MAX_EVENT_PAYLOAD_BYTES};
-use serde::{Deserialize, Serialize};
+use std::io::Write as _;
 
-use super::stage::StagedEvent;
+use bytes::Bytes;
+use flate2::{write::GzEncoder, Compression};
 
-/// One request of a plan, as the journal keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PlannedBatch {
-    /// The batch's id in the journal's acknowledgements.
-    pub(crate) id: String,
-    /// `X-LaunchDarkly-Payload-ID`: a UUID v4 drawn when the batch is planned, the same on
-    /// every send of the batch.
-    pub(crate) payload_id: String,
-    /// The journal file holding the gzip body.
-    pub(crate) file: String,
-    /// The identities of the events the batch carries, each with its `occurred_at`.
-    pub(crate) identities: Vec<(String, i64)>,
+/// What a batch file starts with.
+const MAGIC: &[u8; 8] = b"LDEVBAT1";
+
+/// The file of batch `index` in the pending plan.
+pub(crate) fn file_name(index: usize) -> String {
+    format!("events-{index:06}.batch")
 }
 
-impl PlannedBatch {
+/// The id of batch `index` in the journal's acknowledgements.
+pub(crate) fn batch_id(index: usize) -> String {
+    format!("events/{index}")
+}
+
+/// One request: its events and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// Its position in the plan.
+    pub(crate) index: usize,
+    /// The plan it belongs to.
+    pub(crate) plan_id: String,
+    /// `X-LaunchDarkly-Payload-ID`: a UUID v4 drawn when the batch is built, the same on every
+    /// send of the batch.
+    pub(crate) payload_id: String,
+    /// The identity hash of each event.
+    pub(crate) hashes: Vec<u128>,
+    /// The position of each event in the query result that produced it.
+    pub(crate) rows: Vec<u64>,
+    /// What a rejection shows of each event (its `event_id`, else its event key).
+    pub(crate) shown: Vec<String>,
+    /// The length of the uncompressed JSON array.
+    pub(crate) json_bytes: usize,
+    /// The JSON array, gzip-compressed: the request body.
+    pub(crate) body: Bytes,
+}
+
+impl Batch {
+    /// The batch's id in the journal.
+    pub(crate) fn id(&self) -> String {
+        batch_id(self.index)
+    }
+
     /// Events in the batch.
     pub(crate) fn len(&self) -> usize {
-        self.identities.len()
+        self.hashes.len()
+    }
+
+    /// The journal file's bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let shown: usize = self.shown.iter().map(|s| 4 + s.len()).sum();
+        let mut out =
+            Vec::with_capacity(64 + self.len() * 24 + shown + self.body.len() + self.plan_id.len());
+        out.extend_from_slice(MAGIC);
+        put_str(&mut out, &self.plan_id);
+        put_str(&mut out, &self.payload_id);
+        out.extend_from_slice(&u64::try_from(self.index).expect("fits").to_le_bytes());
+        out.extend_from_slice(&u64::try_from(self.json_bytes).expect("fits").to_le_bytes());
+        out.extend_from_slice(&u32::try_from(self.len()).expect("a batch is small").to_le_bytes());
+        for hash in &self.hashes {
+            out.extend_from_slice(&hash.to_le_bytes());
+        }
+        for row in &self.rows {
+            out.extend_from_slice(&row.to_le_bytes());
+        }
+        for shown in &self.shown {
+            put_str(&mut out, shown);
+        }
+        out.extend_from_slice(&u64::try_from(self.body.len()).expect("fits").to_le_bytes());
+        out.extend_from_slice(&self.body);
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// A journal file's batch; `Err` names what is wrong with it.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let (content, sum) = bytes
+            .split_last_chunk::<8>()
+            .ok_or_else(|| "the batch file is cut short".to_owned())?;
+        if xxhash_rust::xxh3::xxh3_64(content) != u64::from_le_bytes(*sum) {
+            return Err("the batch file's checksum does not match".to_owned());
+        }
+        let mut reader = Reader(content);
+        if reader.take(MAGIC.len())? != MAGIC {
+            return Err("not a metric-event batch file".to_owned());
+        }
+        let plan_id = reader.string()?;
+        let payload_id = reader.string()?;
+        let index = usize::try_from(reader.u64()?).map_err(|e| e.to_string())?;
+        let json_bytes = usize::try_from(reader.u64()?).map_err(|e| e.to_string())?;
+        let count = reader.u32()? as usize;
+        let hashes = (0..count)
+            .map(|_| Ok(u128::from_le_bytes(reader.take(16)?.try_into().expect("16 bytes"))))
+            .collect::<Result<_, String>>()?;
+        let rows = (0..count).map(|_| reader.u64()).collect::<Result<_, String>>()?;
+        let shown = (0..count).map(|_| reader.string()).collect::<Result<_, String>>()?;
+        let body_len = usize::try_from(reader.u64()?).map_err(|e| e.to_string())?;
+        let body = Bytes::copy_from_slice(reader.take(body_len)?);
+        if !reader.0.is_empty() {
+            return Err("the batch file has bytes past its body".to_owned());
+        }
+        Ok(Self { index, plan_id, payload_id, hashes, rows, shown, json_bytes, body })
     }
 }
 
-/// The batches of `events` (already sorted), at most `batch_size` events and 10 MB each, with
-/// their bodies. Payload IDs are fresh: call once per plan.
-pub(crate) fn plan_batches(
-    events: &[StagedEvent],
-    batch_size: usize,
-) -> Vec<(PlannedBatch, EventPayload)> {
-    let wire: Vec<CustomEvent> = events.iter().map(|staged| staged.event.clone()).collect();
-    event_payloads(&wire, batch_size, MAX_EVENT_PAYLOAD_BYTES)
-        .into_iter()
-        .enumerate()
-        .map(|(index, payload)| {
-            let batch = PlannedBatch {
-                id: format!("events/{index}"),
-                payload_id: uuid::Uuid::new_v4().to_string(),
-                file: format!("events-{index:06}.json.gz"),
-                identities: events[payload.events.clone()]
-                    .iter()
-                    .map(|staged| (staged.identity.clone(), staged.event.creation_date))
-                    .collect(),
-            };
-            (batch, payload)
-        })
-        .collect()
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&u32::try_from(text.len()).expect("a short text").to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("the batch file is cut short".to_owned());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let len = self.u32()? as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|e| e.to_string())
+    }
+}
+
+/// Gzip at the fastest level: event JSON compresses about as well at level 1 as at 6 (its
+/// repeats are short-range), at a fraction of the CPU. The header carries no name and no time,
+/// so equal input gives equal bytes.
+pub(crate) fn gzip(json: &[u8]) -> Bytes {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
+    encoder.write_all(json).expect("writing into memory cannot fail");
+    Bytes::from(encoder.finish().expect("writing into memory cannot fail"))
+}
+
+/// Builds batches as events arrive: at most `max_events` events and `max_bytes` of
+/// uncompressed JSON each.
+#[derive(Debug)]
+pub(crate) struct BatchBuilder {
+    plan_id: String,
+    max_events: usize,
+    max_bytes: usize,
+    /// Whether to compress bodies (a plan only counts batches).
+    compress: bool,
+    next_index: usize,
+    json: Vec<u8>,
+    hashes: Vec<u128>,
+    rows: Vec<u64>,
+    shown: Vec<String>,
+}
+
+impl BatchBuilder {
+    pub(crate) fn new(max_events: usize, max_bytes: usize, compress: bool) -> Self {
+        Self {
+            plan_id: uuid::Uuid::new_v4().to_string(),
+            max_events: max_events.max(1),
+            max_bytes,
+            compress,
+            next_index: 0,
+            json: Vec::new(),
+            hashes: Vec::new(),
+            rows: Vec::new(),
+            shown: Vec::new(),
+        }
+    }
+
+    /// The plan the batches belong to.
+    pub(crate) fn plan_id(&self) -> &str {
+        &self.plan_id
+    }
+
+    /// Batches finished so far.
+    pub(crate) fn finished(&self) -> usize {
+        self.next_index
+    }
+
+    /// Adds an event; returns the batch it closed: the one before, when this event does not
+    /// fit in it, or the one it fills to `max_events`. At most one batch per call, so the
+    /// caller sends each as soon as it is closed.
+    pub(crate) fn push(
+        &mut self,
+        hash: u128,
+        row: u64,
+        shown: &str,
+        json: &[u8],
+        full: &mut Vec<Batch>,
+    ) {
+        // `[` + events + commas + `]`.
+        if !self.hashes.is_empty() && self.json.len() + 1 + json.len() + 1 > self.max_bytes {
+            full.extend(self.finish());
+        }
+        self.json.push(if self.json.is_empty() { b'[' } else { b',' });
+        self.json.extend_from_slice(json);
+        self.hashes.push(hash);
+        self.rows.push(row);
+        self.shown.push(shown.to_owned());
+        if self.hashes.len() >= self.max_events {
+            full.extend(self.finish());
+        }
+    }
+
+    /// Closes the batch being built, if it has events.
+    pub(crate) fn finish(&mut self) -> Option<Batch> {
+        if self.hashes.is_empty() {
+            return None;
+        }
+        self.json.push(b']');
+        let index = self.next_index;
+        self.next_index += 1;
+        let batch = Batch {
+            index,
+            plan_id: self.plan_id.clone(),
+            payload_id: uuid::Uuid::new_v4().to_string(),
+            hashes: std::mem::take(&mut self.hashes),
+            rows: std::mem::take(&mut self.rows),
+            shown: std::mem::take(&mut self.shown),
+            json_bytes: self.json.len(),
+            body: if self.compress { gzip(&self.json) } else { Bytes::new() },
+        };
+        self.json.clear();
+        Some(batch)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::io::Read;
 
     use super::*;
 
-    fn staged(n: i64) -> StagedEvent {
-        StagedEvent {
-            identity: format!("id:{n}"),
-            event: CustomEvent {
-                key: "buy".into(),
-                creation_date: n,
-                metric_value: None,
-                context_keys: BTreeMap::from([("user".into(), format!("u-{n}"))]),
-                data: None,
-            },
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    fn event(n: u64) -> Vec<u8> {
+        format!(
+            r#"{{"kind":"custom","key":"buy","creationDate":{n},"contextKeys":{{"user":"u"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn build(builder: &mut BatchBuilder, events: u64) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        for n in 0..events {
+            builder.push(u128::from(n), n + 1, &format!("o-{n}"), &event(n), &mut batches);
         }
+        batches.extend(builder.finish());
+        batches
     }
 
     #[test]
-    fn batches_carry_their_events_identities_and_fresh_payload_ids() {
-        let events: Vec<_> = (0..5).map(staged).collect();
-        let planned = plan_batches(&events, 2);
-        let shape: Vec<_> = planned
-            .iter()
-            .map(|(batch, payload)| (batch.id.as_str(), batch.len(), payload.events.clone()))
-            .collect();
-        assert_eq!(shape, [("events/0", 2, 0..2), ("events/1", 2, 2..4), ("events/2", 1, 4..5)]);
-        assert_eq!(planned[1].0.identities, [("id:2".to_owned(), 2), ("id:3".to_owned(), 3)]);
-        assert_ne!(planned[0].0.payload_id, planned[1].0.payload_id);
-        let again = plan_batches(&events, 2);
-        assert_ne!(planned[0].0.payload_id, again[0].0.payload_id, "a new plan is a new payload");
-        assert_eq!(planned[0].1.body, again[0].1.body, "but the same events give the same body");
-        assert!(plan_batches(&[], 2).is_empty());
+    fn batches_respect_the_event_count_and_carry_fresh_payload_ids() {
+        let mut builder = BatchBuilder::new(2, 10_000, true);
+        let batches = build(&mut builder, 5);
+        let shape: Vec<_> = batches.iter().map(|b| (b.id(), b.len())).collect();
+        assert_eq!(
+            shape,
+            [("events/0".to_owned(), 2), ("events/1".to_owned(), 2), ("events/2".to_owned(), 1)]
+        );
+        assert_eq!(batches[1].hashes, [2, 3]);
+        assert_eq!(batches[1].rows, [3, 4]);
+        assert_ne!(batches[0].payload_id, batches[1].payload_id);
+        let json: Vec<serde_json::Value> =
+            serde_json::from_slice(&gunzip(&batches[1].body)).unwrap();
+        assert_eq!(json.len(), 2);
+        assert_eq!(json[0]["creationDate"], 2);
+        assert_eq!(batches[1].json_bytes, gunzip(&batches[1].body).len());
+        assert!(batches.iter().all(|b| b.plan_id == builder.plan_id()));
+        assert!(BatchBuilder::new(2, 100, true).finish().is_none());
+    }
+
+    #[test]
+    fn batches_stay_under_the_byte_limit() {
+        let one = event(10).len();
+        let limit = one * 4 + 5; // four events, three commas and the brackets fit exactly
+        let mut builder = BatchBuilder::new(1_000, limit, true);
+        let batches = build(&mut builder, 50);
+        assert!(batches.iter().all(|b| b.json_bytes <= limit), "{batches:?}");
+        assert_eq!(batches[1].len(), 4);
+        assert_eq!(batches.iter().map(Batch::len).sum::<usize>(), 50);
+    }
+
+    #[test]
+    fn a_batch_file_reads_back_and_a_damaged_one_is_refused() {
+        let mut builder = BatchBuilder::new(3, 10_000, true);
+        let batch = build(&mut builder, 3).remove(0);
+        let bytes = batch.encode();
+        assert_eq!(Batch::decode(&bytes).unwrap(), batch);
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        assert!(Batch::decode(&damaged).unwrap_err().contains("checksum"));
+        assert!(Batch::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

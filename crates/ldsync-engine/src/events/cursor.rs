@@ -1,5 +1,5 @@
-//! Cursor arithmetic, in epoch milliseconds: what `$1` is bound to, how far back delivered
-//! identities are kept, and the windows of a backfill.
+//! Cursor arithmetic, in epoch milliseconds: what `$1` is bound to, and the windows of a
+//! backfill.
 
 use std::time::Duration;
 
@@ -11,10 +11,6 @@ pub(crate) fn millis(duration: Duration) -> i64 {
 /// Where an incremental run reads from (`$1`): the initial cursor on the first run, later the
 /// latest delivered `occurred_at` minus the lookback, never before the initial cursor (the
 /// sync promises nothing older).
-///
-/// The same value is the horizon of the delivered identities: an identity older than it can
-/// never come back in an incremental run, so it leaves the live state (it stays in the
-/// archive for backfills).
 pub(crate) fn read_from(cursor_ms: Option<i64>, lookback_ms: i64, initial_ms: i64) -> i64 {
     match cursor_ms {
         None => initial_ms,

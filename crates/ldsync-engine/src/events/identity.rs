@@ -5,6 +5,9 @@
 //! float, and `data` as canonical JSON (keys sorted, no spaces). The hash is a UUID v5 (SHA-1,
 //! 122 bits): stable across versions and platforms, and wide enough that two different events
 //! never share an identity in practice, which would silently drop one of them.
+//!
+//! The state keeps not the identity but its 128-bit XXH3 hash ([`hash`]): 16 bytes per
+//! delivered event, whatever the length of its `event_id`.
 
 use std::{collections::BTreeMap, fmt::Write};
 
@@ -17,8 +20,23 @@ const CONTENT_NAMESPACE: uuid::Uuid = uuid::uuid!("5b8f3c1e-2a4d-4e7b-9c61-0d3f8
 /// The identity of a row with an `event_id`, scoped by its event key: a query that unions
 /// several event kinds of one order (`checkout`, `refund`) under the order's id must not lose
 /// all but one. The key's length comes first, so that no two pairs share an identity.
+#[cfg(test)]
 pub(crate) fn from_event_id(event_key: &str, event_id: &str) -> String {
     format!("id:{}:{event_key}:{event_id}", event_key.len())
+}
+
+/// The 128-bit key under which the state remembers `identity`.
+pub(crate) fn hash(identity: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(identity.as_bytes())
+}
+
+/// [`hash`] of [`from_event_id`], written into `buffer` (reused from row to row, so that the
+/// common case allocates nothing).
+pub(crate) fn hash_event_id(buffer: &mut String, event_key: &str, event_id: &str) -> u128 {
+    buffer.clear();
+    write!(buffer, "id:{}:{event_key}:{event_id}", event_key.len())
+        .expect("writing to a String cannot fail");
+    hash(buffer)
 }
 
 /// The identity of a row without an `event_id`: a hash of its normalised content.
@@ -130,6 +148,12 @@ mod tests {
         );
         assert_eq!(from_event_id("checkout", "order-1"), "id:8:checkout:order-1");
         assert_ne!(from_event_id("a:b", "c"), from_event_id("a", "b:c"));
+        let mut buffer = String::new();
+        assert_eq!(
+            hash_event_id(&mut buffer, "checkout", "order-1"),
+            hash("id:8:checkout:order-1"),
+            "the hash of an identity is the hash of its text, as version-1 states kept it"
+        );
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! integer) and `data` (a JSON object). A missing column fails the run; a bad row is rejected
 //! with its reason and the others go on.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
+};
 
-use futures_util::TryStreamExt;
-use ldsync_core::{ContextKind, RowBatch, Source, Value, DEFAULT_BATCH_ROWS};
+use ldsync_core::{ContextKind, RowBatch, Value};
 use ldsync_launchdarkly::{CustomEvent, MAX_EVENT_PAYLOAD_BYTES};
-use ldsync_state::Rejection;
+use ldsync_state::{IdentityIndex, Rejection};
 
 use super::identity;
 use crate::{Error, Result};
@@ -20,45 +23,9 @@ use crate::{Error, Result};
 /// The most rejections kept with their reasons; the rest are counted.
 pub(crate) const KEPT_REJECTIONS: usize = 1_000;
 
-/// One event to send, with its identity.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StagedEvent {
-    /// `id:<len>:<event_key>:<event_id>` or `h:<content hash>`.
-    pub(crate) identity: String,
-    /// The event as LaunchDarkly takes it.
-    pub(crate) event: CustomEvent,
-}
-
-/// The query result, staged.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
-    /// New events, by `occurred_at` then identity, so that batches are reproducible.
-    pub(crate) events: Vec<StagedEvent>,
-    /// Rows read.
-    pub(crate) rows: u64,
-    /// Rows already delivered (by an earlier run, or earlier in this result).
-    pub(crate) duplicates: u64,
-    /// Rows outside the range the run reads (the query returned more than `$1` asked for).
-    pub(crate) outside: u64,
-    /// Rows rejected, in all.
-    pub(crate) rejected: u64,
-    /// The first rejections, with reasons.
-    pub(crate) rejections: Vec<Rejection>,
-}
-
-impl Staged {
-    fn reject(&mut self, row: u64, key: Option<String>, reason: String) {
-        self.rejected += 1;
-        if self.rejections.len() < KEPT_REJECTIONS {
-            self.rejections.push(Rejection { row, key, reason });
-        }
-    }
-
-    /// The latest `occurred_at` among the new events.
-    pub(crate) fn latest_ms(&self) -> Option<i64> {
-        self.events.iter().map(|staged| staged.event.creation_date).max()
-    }
-}
+/// Rows a run reads before it checks them against the delivered identities: one sorted pass
+/// over the identity files per chunk, rather than one read per row.
+pub(crate) const CHUNK_ROWS: usize = 65_536;
 
 /// What a run reads: the query, `$1`, the range of `occurred_at` it keeps, and what it knows.
 pub(crate) struct Reading<'a> {
@@ -72,9 +39,186 @@ pub(crate) struct Reading<'a> {
     pub(crate) from_ms: i64,
     /// The end of the range, exclusive; `None` for no end.
     pub(crate) until_ms: Option<i64>,
-    /// Identities already delivered.
-    pub(crate) known: &'a HashSet<String>,
+    /// The latest `occurred_at` taken: a day past the run's clock (a clock skew, not a typo
+    /// in the year).
+    pub(crate) future_limit_ms: i64,
 }
+
+/// What staging counted.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Rows read.
+    pub(crate) rows: u64,
+    /// New events handed to the batches.
+    pub(crate) events: u64,
+    /// Rows already delivered (by an earlier run, or earlier in this result).
+    pub(crate) duplicates: u64,
+    /// Rows outside the range the run reads (the query returned more than `$1` asked for).
+    pub(crate) outside: u64,
+    /// Rows rejected, in all.
+    pub(crate) rejected: u64,
+    /// The first rejections, with reasons.
+    pub(crate) rejections: Vec<Rejection>,
+    /// The latest `occurred_at` among the new events.
+    pub(crate) latest_ms: Option<i64>,
+    /// The first new events, as LaunchDarkly receives them.
+    pub(crate) samples: Vec<CustomEvent>,
+}
+
+impl Counts {
+    pub(crate) fn reject(&mut self, row: u64, key: Option<String>, reason: String) {
+        self.rejected += 1;
+        if self.rejections.len() < KEPT_REJECTIONS {
+            self.rejections.push(Rejection { row, key, reason });
+        }
+    }
+}
+
+/// A hasher for identity hashes, which are uniform already: their low 64 bits are the hash.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    #[expect(clippy::cast_possible_truncation, reason = "the low 64 bits of a uniform hash")]
+    fn write_u128(&mut self, value: u128) {
+        self.0 ^= value as u64;
+    }
+}
+
+/// A set of identity hashes.
+pub(crate) type HashSet128 = HashSet<u128, BuildHasherDefault<IdentityHasher>>;
+
+/// One new event, ready for a batch.
+pub(crate) struct NewEvent<'a> {
+    /// Its identity's hash.
+    pub(crate) hash: u128,
+    /// Its position in the query result (1-based).
+    pub(crate) row: u64,
+    /// What a rejection shows: its `event_id`, else its event key.
+    pub(crate) shown: &'a str,
+    /// Its JSON, exactly as it goes into a payload.
+    pub(crate) json: &'a [u8],
+}
+
+/// Turns rows into new events, chunk by chunk: checks each row, drops the rows outside the
+/// range and those already delivered (in the identity files, in `extra`, or earlier in this
+/// run), and hands each new event to a callback in the order of the result.
+pub(crate) struct Stager<'a> {
+    reading: &'a Reading<'a>,
+    known: &'a IdentityIndex,
+    extra: &'a HashSet128,
+    layout: Option<Columns>,
+    seen: HashSet128,
+    /// Reused buffers: an identity's text, an event's JSON.
+    identity: String,
+    json: Vec<u8>,
+    pub(crate) counts: Counts,
+}
+
+impl<'a> Stager<'a> {
+    pub(crate) fn new(
+        reading: &'a Reading<'a>,
+        known: &'a IdentityIndex,
+        extra: &'a HashSet128,
+    ) -> Self {
+        Self {
+            reading,
+            known,
+            extra,
+            layout: None,
+            seen: HashSet128::default(),
+            identity: String::new(),
+            json: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Stages the rows of `chunk`, calling `new_event` for each new event.
+    pub(crate) fn chunk(
+        &mut self,
+        chunk: &[RowBatch],
+        mut new_event: impl FnMut(NewEvent<'_>) -> Result<(), String>,
+    ) -> Result<()> {
+        let Some(first) = chunk.first() else { return Ok(()) };
+        if self.layout.is_none() {
+            self.layout = Some(columns(self.reading.sync, first)?);
+        }
+        let layout = self.layout.as_ref().expect("set from the first batch");
+        // 1. Check each row, and hash the identity of each good one.
+        let mut candidates: Vec<(u128, u64, Parsed<'_>)> = Vec::new();
+        for row in chunk.iter().flat_map(|batch| batch.rows.iter()) {
+            self.counts.rows += 1;
+            match parse(row, layout, self.reading) {
+                Ok(None) => self.counts.outside += 1,
+                Ok(Some(parsed)) => {
+                    let hash = parsed.identity(&mut self.identity);
+                    candidates.push((hash, self.counts.rows, parsed));
+                }
+                Err((key, reason)) => self.counts.reject(self.counts.rows, key, reason),
+            }
+        }
+        // 2. Ask the identity files about all of them at once, in hash order.
+        let mut order: Vec<(u128, u32)> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, (hash, ..))| !self.seen.contains(hash) && !self.extra.contains(hash))
+            .map(|(index, (hash, ..))| (*hash, u32::try_from(index).expect("a chunk is small")))
+            .collect();
+        order.sort_unstable();
+        let probes: Vec<u128> = order.iter().map(|(hash, _)| *hash).collect();
+        let mut found = vec![false; probes.len()];
+        self.known
+            .find_sorted(&probes, &mut found)
+            .map_err(|source| Error::State { sync: self.reading.sync.to_owned(), source })?;
+        let mut new = vec![false; candidates.len()];
+        for ((_, index), found) in order.into_iter().zip(found) {
+            new[index as usize] = !found;
+        }
+        // 3. The new ones, in the order of the result; a row repeated in the result is new once.
+        for ((hash, row, parsed), new) in candidates.iter().zip(new) {
+            if !new || !self.seen.insert(*hash) {
+                self.counts.duplicates += 1;
+                continue;
+            }
+            self.json.clear();
+            parsed.write_json(&mut self.json);
+            // `[` and `]` around one event: an event that alone is over the limit cannot be sent.
+            if self.json.len() + 2 > MAX_EVENT_PAYLOAD_BYTES {
+                self.counts.reject(
+                    *row,
+                    Some(parsed.shown().to_owned()),
+                    "the event is larger than the 10 MB LaunchDarkly takes in one request (shrink `data`)"
+                        .to_owned(),
+                );
+                continue;
+            }
+            new_event(NewEvent { hash: *hash, row: *row, shown: parsed.shown(), json: &self.json })
+                .map_err(|message| Error::Internal {
+                    sync: self.reading.sync.to_owned(),
+                    message,
+                })?;
+            self.counts.events += 1;
+            self.counts.latest_ms = self.counts.latest_ms.max(Some(parsed.at));
+            if self.counts.samples.len() < SAMPLES {
+                self.counts.samples.push(parsed.to_event());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many sample events a report shows.
+pub(crate) const SAMPLES: usize = 5;
 
 /// Where the contract's columns are in the result.
 struct Columns {
@@ -144,11 +288,11 @@ fn columns(sync: &str, batch: &RowBatch) -> Result<Columns> {
 }
 
 /// A key column as text, or why the row is rejected.
-fn key_text(value: &Value, column: &str) -> Result<String, String> {
+fn key_text<'r>(value: &'r Value, column: &str) -> Result<Cow<'r, str>, String> {
     match value {
         Value::Text(text) if text.is_empty() => Err(format!("`{column}` is empty")),
-        Value::Text(text) => Ok(text.clone()),
-        Value::Int(number) => Ok(number.to_string()),
+        Value::Text(text) => Ok(Cow::Borrowed(text)),
+        Value::Int(number) => Ok(Cow::Owned(number.to_string())),
         Value::Null => Err(format!("`{column}` is NULL")),
         other => Err(format!("`{column}` is a {}, expected text", other.type_name())),
     }
@@ -186,15 +330,21 @@ fn json_type(value: &serde_json::Value) -> &'static str {
     }
 }
 
-fn context_keys(
-    value: &Value,
-    kind: &ContextKind,
+/// The contexts of one event.
+enum EventContexts<'r> {
+    /// `context_key`, of the sync's kind.
+    One(&'r str, Cow<'r, str>),
+    /// `context_keys`, kind → key, sorted by kind.
+    Many(BTreeMap<String, String>),
+}
+
+fn context_keys<'r>(
+    value: &'r Value,
+    kind: &'r ContextKind,
     contexts: &Contexts,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<EventContexts<'r>, String> {
     match contexts {
-        Contexts::One(_) => {
-            Ok(BTreeMap::from([(kind.to_string(), key_text(value, "context_key")?)]))
-        }
+        Contexts::One(_) => Ok(EventContexts::One(kind.as_str(), key_text(value, "context_key")?)),
         Contexts::Many(_) => {
             let map = json_object(value, "context_keys")?
                 .ok_or_else(|| "`context_keys` is NULL".to_owned())?;
@@ -223,26 +373,22 @@ fn context_keys(
                 };
                 keys.insert(kind, key);
             }
-            Ok(keys)
+            Ok(EventContexts::Many(keys))
         }
     }
 }
 
 /// How far past the clock an `occurred_at` may lie: a clock skew, not a typo in the year.
-const FUTURE_TOLERANCE_MS: i64 = 24 * 3_600 * 1_000;
+pub(crate) const FUTURE_TOLERANCE_MS: i64 = 24 * 3_600 * 1_000;
 
-fn occurred_at(value: &Value) -> Result<i64, String> {
+fn occurred_at(value: &Value, future_limit_ms: i64) -> Result<i64, String> {
     match value {
         // An event from the future would move the cursor past every late row still to come.
-        Value::TimestampMillis(ms) | Value::Int(ms)
-            if *ms > chrono::Utc::now().timestamp_millis().saturating_add(FUTURE_TOLERANCE_MS) =>
-        {
-            Err(format!(
-                "`occurred_at` {} is more than a day in the future",
-                chrono::DateTime::from_timestamp_millis(*ms)
-                    .map_or_else(|| format!("{ms} ms"), |at| at.to_rfc3339())
-            ))
-        }
+        Value::TimestampMillis(ms) | Value::Int(ms) if *ms > future_limit_ms => Err(format!(
+            "`occurred_at` {} is more than a day in the future",
+            chrono::DateTime::from_timestamp_millis(*ms)
+                .map_or_else(|| format!("{ms} ms"), |at| at.to_rfc3339())
+        )),
         Value::TimestampMillis(ms) | Value::Int(ms) => Ok(*ms),
         Value::Null => Err("`occurred_at` is NULL".to_owned()),
         other => Err(format!(
@@ -269,13 +415,97 @@ fn metric_value(value: &Value) -> Result<Option<f64>, String> {
     }
 }
 
-/// One row → an event and its identity, or why it is rejected. `Ok(None)`: outside the range.
-fn event_of(
-    row: &[Value],
+/// One checked row, borrowing from it.
+pub(crate) struct Parsed<'r> {
+    key: &'r str,
+    at: i64,
+    value: Option<f64>,
+    contexts: EventContexts<'r>,
+    data: Option<serde_json::Map<String, serde_json::Value>>,
+    event_id: Option<Cow<'r, str>>,
+}
+
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to memory cannot fail");
+}
+
+impl Parsed<'_> {
+    /// What a rejection shows: the `event_id`, else the event key.
+    fn shown(&self) -> &str {
+        self.event_id.as_deref().unwrap_or(self.key)
+    }
+
+    /// The hash of the identity: the `event_id` within its event key, or the content.
+    fn identity(&self, buffer: &mut String) -> u128 {
+        match &self.event_id {
+            Some(id) => identity::hash_event_id(buffer, self.key, id),
+            None => identity::hash(&identity::from_content(&self.to_event())),
+        }
+    }
+
+    /// The event as LaunchDarkly takes it, owned.
+    fn to_event(&self) -> CustomEvent {
+        CustomEvent {
+            key: self.key.to_owned(),
+            creation_date: self.at,
+            metric_value: self.value,
+            context_keys: match &self.contexts {
+                EventContexts::One(kind, key) => {
+                    BTreeMap::from([((*kind).to_owned(), key.clone().into_owned())])
+                }
+                EventContexts::Many(keys) => keys.clone(),
+            },
+            data: self.data.clone(),
+        }
+    }
+
+    /// The event's JSON, the same bytes as [`CustomEvent::to_json`], written without building
+    /// the event.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"kind":"custom","key":"#);
+        write_str(out, self.key);
+        out.extend_from_slice(br#","creationDate":"#);
+        std::io::Write::write_fmt(out, format_args!("{}", self.at))
+            .expect("writing to memory cannot fail");
+        if let Some(value) = self.value {
+            out.extend_from_slice(br#","metricValue":"#);
+            serde_json::to_writer(&mut *out, &value).expect("writing to memory cannot fail");
+        }
+        out.extend_from_slice(br#","contextKeys":{"#);
+        match &self.contexts {
+            EventContexts::One(kind, key) => {
+                write_str(out, kind);
+                out.push(b':');
+                write_str(out, key);
+            }
+            EventContexts::Many(keys) => {
+                for (index, (kind, key)) in keys.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    write_str(out, kind);
+                    out.push(b':');
+                    write_str(out, key);
+                }
+            }
+        }
+        out.push(b'}');
+        if let Some(data) = &self.data {
+            out.extend_from_slice(br#","data":"#);
+            serde_json::to_writer(&mut *out, data).expect("writing to memory cannot fail");
+        }
+        out.push(b'}');
+    }
+}
+
+/// One row → a checked event, or why it is rejected. `Ok(None)`: outside the range.
+fn parse<'r>(
+    row: &'r [Value],
     layout: &Columns,
-    reading: &Reading<'_>,
-) -> Result<Option<StagedEvent>, (Option<String>, String)> {
-    let at = occurred_at(&row[layout.occurred_at]).map_err(|reason| (None, reason))?;
+    reading: &'r Reading<'_>,
+) -> Result<Option<Parsed<'r>>, (Option<String>, String)> {
+    let at = occurred_at(&row[layout.occurred_at], reading.future_limit_ms)
+        .map_err(|reason| (None, reason))?;
     if at < reading.from_ms || reading.until_ms.is_some_and(|until| at >= until) {
         return Ok(None);
     }
@@ -283,24 +513,25 @@ fn event_of(
         None | Some(Value::Null) => None,
         Some(value) => Some(key_text(value, "event_id").map_err(|reason| (None, reason))?),
     };
+    let owned_id = || event_id.as_ref().map(|id| id.clone().into_owned());
     let key = match &row[layout.event_key] {
-        Value::Text(text) if !text.is_empty() => text.clone(),
-        Value::Text(_) => return Err((event_id, "`event_key` is empty".to_owned())),
-        Value::Null => return Err((event_id, "`event_key` is NULL".to_owned())),
+        Value::Text(text) if !text.is_empty() => text.as_str(),
+        Value::Text(_) => return Err((owned_id(), "`event_key` is empty".to_owned())),
+        Value::Null => return Err((owned_id(), "`event_key` is NULL".to_owned())),
         other => {
             return Err((
-                event_id,
+                owned_id(),
                 format!("`event_key` is a {}, expected text", other.type_name()),
             ))
         }
     };
-    let shown = || event_id.clone().or_else(|| Some(key.clone()));
+    let shown = || owned_id().or_else(|| Some(key.to_owned()));
     let column = match layout.contexts {
         Contexts::One(column) | Contexts::Many(column) => column,
     };
-    let context_keys = context_keys(&row[column], reading.context_kind, &layout.contexts)
+    let contexts = context_keys(&row[column], reading.context_kind, &layout.contexts)
         .map_err(|reason| (shown(), reason))?;
-    let metric_value = match layout.metric_value {
+    let value = match layout.metric_value {
         Some(column) => metric_value(&row[column]).map_err(|reason| (shown(), reason))?,
         None => None,
     };
@@ -311,103 +542,30 @@ fn event_of(
             .filter(|map| !map.is_empty()),
         None => None,
     };
-    let event =
-        CustomEvent { key: key.clone(), creation_date: at, metric_value, context_keys, data };
-    // `[` and `]` around one event: an event that alone is over the limit cannot be sent.
-    if event.to_json().len() + 2 > MAX_EVENT_PAYLOAD_BYTES {
-        return Err((
-            shown(),
-            "the event is larger than the 10 MB LaunchDarkly takes in one request (shrink `data`)"
-                .to_owned(),
-        ));
-    }
-    let identity = match &event_id {
-        Some(id) => identity::from_event_id(&event.key, id),
-        None => identity::from_content(&event),
-    };
-    Ok(Some(StagedEvent { identity, event }))
-}
-
-/// Runs the query with `$1` bound to the start of the range, and stages its rows.
-pub(crate) async fn stage<S: Source>(source: &S, reading: &Reading<'_>) -> Result<Staged> {
-    let mut staged = Staged::default();
-    let mut seen = HashSet::new();
-    let params = [Value::TimestampMillis(reading.from_ms)];
-    let mut batches = source.fetch(reading.query, &params, DEFAULT_BATCH_ROWS);
-    let mut layout = None;
-    while let Some(batch) = batches.try_next().await.map_err(|source| {
-        let retryable = ldsync_core::Classify::is_retryable(&source);
-        Error::Source { sync: reading.sync.to_owned(), source: Box::new(source), retryable }
-    })? {
-        if layout.is_none() {
-            layout = Some(columns(reading.sync, &batch)?);
-        }
-        let layout = layout.as_ref().expect("set from the first batch");
-        for row in &batch.rows {
-            staged.rows += 1;
-            match event_of(row, layout, reading) {
-                Ok(None) => staged.outside += 1,
-                Ok(Some(event)) => {
-                    if reading.known.contains(&event.identity)
-                        || !seen.insert(event.identity.clone())
-                    {
-                        staged.duplicates += 1;
-                    } else {
-                        staged.events.push(event);
-                    }
-                }
-                Err((key, reason)) => staged.reject(staged.rows, key, reason),
-            }
-        }
-    }
-    staged.events.sort_by(|a, b| {
-        (a.event.creation_date, &a.identity).cmp(&(b.event.creation_date, &b.identity))
-    });
-    Ok(staged)
+    Ok(Some(Parsed { key, at, value, contexts, data, event_id }))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{convert::Infallible, sync::Arc};
+    use std::sync::Arc;
 
-    use ldsync_core::{BatchStream, Classify, ErrorDomain};
+    use ldsync_state::StateDir;
 
     use super::*;
 
-    /// Rows handed back as one batch, whatever the query.
-    struct Rows(RowBatch);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("never")]
-    struct Never(Infallible);
-
-    impl Classify for Never {
-        fn domain(&self) -> ErrorDomain {
-            ErrorDomain::Internal
-        }
-        fn is_retryable(&self) -> bool {
-            false
-        }
-    }
-
-    impl Source for Rows {
-        type Error = Never;
-
-        async fn healthcheck(&self) -> Result<(), Never> {
-            Ok(())
-        }
-
-        fn fetch<'a>(&'a self, _: &'a str, _: &'a [Value], _: usize) -> BatchStream<'a, Never> {
-            Box::pin(futures_util::stream::iter([Ok(self.0.clone())]))
-        }
-    }
-
-    fn batch(columns: &[&str], rows: Vec<Vec<Value>>) -> Rows {
+    fn batch(columns: &[&str], rows: Vec<Vec<Value>>) -> RowBatch {
         let columns: Arc<[String]> = columns.iter().map(|c| (*c).to_owned()).collect();
-        Rows(RowBatch { columns, rows })
+        RowBatch { columns, rows }
     }
 
-    async fn staged(rows: &Rows, known: &HashSet<String>, until_ms: Option<i64>) -> Result<Staged> {
+    /// What staging made of some rows: its counts, and each new event's hash, row and JSON.
+    #[derive(Debug)]
+    struct Staged {
+        counts: Counts,
+        events: Vec<(u128, u64, serde_json::Value)>,
+    }
+
+    fn staged(rows: &RowBatch, known: &[String], until_ms: Option<i64>) -> Result<Staged> {
         let kind = ContextKind::user();
         let reading = Reading {
             sync: "checkouts",
@@ -415,29 +573,45 @@ mod tests {
             context_kind: &kind,
             from_ms: 1_000,
             until_ms,
-            known,
+            future_limit_ms: chrono::Utc::now().timestamp_millis() + FUTURE_TOLERANCE_MS,
         };
-        stage(rows, &reading).await
+        let temp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(temp.path().join("state")).unwrap();
+        let index =
+            state.event_ledger(&"checkouts".parse().unwrap()).unwrap().identities().unwrap();
+        let extra: HashSet128 = known.iter().map(|identity| identity::hash(identity)).collect();
+        let mut stager = Stager::new(&reading, &index, &extra);
+        let mut events = Vec::new();
+        // Two chunks, so that a row repeated across chunks is seen as such.
+        let (first, second) = rows.rows.split_at(rows.rows.len() / 2);
+        for part in [first, second] {
+            let chunk = RowBatch { columns: rows.columns.clone(), rows: part.to_vec() };
+            stager.chunk(&[chunk], |event| {
+                events.push((event.hash, event.row, serde_json::from_slice(event.json).unwrap()));
+                Ok(())
+            })?;
+        }
+        Ok(Staged { counts: stager.counts, events })
     }
 
     fn text(value: &str) -> Value {
         Value::Text(value.to_owned())
     }
 
-    #[tokio::test]
-    async fn missing_columns_fail_the_run_naming_what_was_found() {
+    #[test]
+    fn missing_columns_fail_the_run_naming_what_was_found() {
         let rows = batch(&["event_key", "user_id"], vec![]);
-        let err = staged(&rows, &HashSet::new(), None).await.unwrap_err();
+        let err = staged(&rows, &[], None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "sync `checkouts`: the query must return `event_key`, `context_key` (or `context_keys`) and `occurred_at`, and is missing `context_key` (or `context_keys`), `occurred_at`; it returned `event_key`, `user_id`"
         );
         let both = batch(&["event_key", "context_key", "context_keys", "occurred_at"], vec![]);
-        assert!(staged(&both, &HashSet::new(), None).await.is_err());
+        assert!(staged(&both, &[], None).is_err());
     }
 
-    #[tokio::test]
-    async fn bad_rows_are_rejected_with_their_reason_and_the_rest_go_on() {
+    #[test]
+    fn bad_rows_are_rejected_with_their_reason_and_the_rest_go_on() {
         let columns =
             ["event_id", "event_key", "context_key", "occurred_at", "metric_value", "data"];
         let good = || {
@@ -473,9 +647,9 @@ mod tests {
                 with(5, text(r#"{"plan": "pro"}"#)),
             ],
         );
-        let staged = staged(&rows, &HashSet::new(), None).await.unwrap();
+        let staged = staged(&rows, &[], None).unwrap();
         let reasons: Vec<_> =
-            staged.rejections.iter().map(|r| (r.row, r.reason.as_str())).collect();
+            staged.counts.rejections.iter().map(|r| (r.row, r.reason.as_str())).collect();
         assert_eq!(
             reasons,
             [
@@ -491,16 +665,25 @@ mod tests {
                 (11, "`event_id` is empty"),
             ]
         );
-        assert_eq!(staged.rejections[0].key.as_deref(), None);
-        assert_eq!(staged.rejections[2].key.as_deref(), Some("buy"));
-        assert_eq!((staged.rows, staged.rejected, staged.events.len()), (13, 10, 3));
-        let with_data = staged.events.iter().find_map(|e| e.event.data.as_ref()).unwrap();
+        assert_eq!(staged.counts.rejections[0].key.as_deref(), None);
+        assert_eq!(staged.counts.rejections[2].key.as_deref(), Some("buy"));
+        assert_eq!((staged.counts.rows, staged.counts.rejected, staged.events.len()), (13, 10, 3));
+        let with_data = staged.events.iter().find_map(|(.., json)| json.get("data")).unwrap();
         assert_eq!(with_data["plan"], "pro");
-        assert_eq!(staged.latest_ms(), Some(5_000));
+        assert_eq!(staged.counts.latest_ms, Some(5_000));
+        // The JSON written by hand is the JSON of the event, byte for byte.
+        assert_eq!(staged.counts.samples.len(), 3);
+        for ((.., json), sample) in staged.events.iter().zip(&staged.counts.samples) {
+            assert_eq!(serde_json::to_vec(json).unwrap().len(), sample.to_json().len());
+            assert_eq!(
+                json,
+                &serde_json::from_slice::<serde_json::Value>(&sample.to_json()).unwrap()
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn several_context_kinds_come_as_a_json_object() {
+    #[test]
+    fn several_context_kinds_come_as_a_json_object() {
         let rows = batch(
             &["event_key", "context_keys", "occurred_at"],
             vec![
@@ -519,23 +702,23 @@ mod tests {
                 vec![text("buy"), Value::Json(serde_json::json!({"user": ""})), Value::Int(2_000)],
             ],
         );
-        let staged = staged(&rows, &HashSet::new(), None).await.unwrap();
+        let staged = staged(&rows, &[], None).unwrap();
         assert_eq!(staged.events.len(), 2);
-        let keys = &staged
+        let keys = staged
             .events
             .iter()
-            .find(|e| e.event.context_keys.len() == 2)
-            .unwrap()
-            .event
-            .context_keys;
+            .map(|(.., json)| &json["contextKeys"])
+            .find(|keys| keys.as_object().unwrap().len() == 2)
+            .unwrap();
         assert_eq!(keys["organization"], "7");
-        assert_eq!(staged.rejected, 3);
-        assert!(staged.rejections[1].reason.contains("reserved"), "{:?}", staged.rejections);
-        assert!(staged.rejections[2].reason.contains("empty key"), "{:?}", staged.rejections);
+        let rejections = &staged.counts.rejections;
+        assert_eq!(staged.counts.rejected, 3);
+        assert!(rejections[1].reason.contains("reserved"), "{rejections:?}");
+        assert!(rejections[2].reason.contains("empty key"), "{rejections:?}");
     }
 
-    #[tokio::test]
-    async fn known_and_repeated_rows_are_skipped_and_the_range_is_kept() {
+    #[test]
+    fn known_and_repeated_rows_are_skipped_and_the_range_is_kept() {
         let columns = ["event_id", "event_key", "context_key", "occurred_at"];
         let row =
             |id: Value, at: i64| vec![id, text("buy"), text("u-1"), Value::TimestampMillis(at)];
@@ -551,12 +734,15 @@ mod tests {
                 row(text("o-4"), 9_000), // at the end of the range
             ],
         );
-        let known = HashSet::from([identity::from_event_id("buy", "o-1")]);
-        let staged = staged(&rows, &known, Some(9_000)).await.unwrap();
-        let ids: Vec<_> = staged.events.iter().map(|e| e.identity.as_str()).collect();
+        let known = [identity::from_event_id("buy", "o-1")];
+        let staged = staged(&rows, &known, Some(9_000)).unwrap();
+        let ids: Vec<_> = staged.events.iter().map(|(hash, row, _)| (*hash, *row)).collect();
         assert_eq!(ids.len(), 2);
-        assert_eq!(ids[0], "id:3:buy:o-2");
-        assert!(ids[1].starts_with("h:"));
-        assert_eq!((staged.duplicates, staged.outside, staged.rejected), (3, 2, 0));
+        assert_eq!(ids[0], (identity::hash(&identity::from_event_id("buy", "o-2")), 2));
+        assert_eq!(ids[1].1, 4);
+        let content = serde_json::from_value(staged.events[1].2.clone()).unwrap();
+        assert_eq!(ids[1].0, identity::hash(&identity::from_content(&content)));
+        let counts = &staged.counts;
+        assert_eq!((counts.duplicates, counts.outside, counts.rejected), (3, 2, 0));
     }
 }

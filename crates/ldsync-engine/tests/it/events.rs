@@ -3,7 +3,10 @@
 
 use std::{
     collections::{BTreeSet, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -18,7 +21,10 @@ use ldsync_engine::{
 use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, RetryPolicy};
 use ldsync_state::StateDir;
 
-use crate::WarehouseError;
+use crate::{
+    scripted::{Proxy, Reply},
+    WarehouseError,
+};
 
 const PROJECT: &str = "default";
 const ENVIRONMENT: &str = "production";
@@ -107,6 +113,7 @@ impl Harness {
         let spec = MetricEventsSpec {
             context_kind: ContextKind::user(),
             lookback: Duration::from_hours(1),
+            identity_retention: Duration::from_hours(24 * 400),
             initial_cursor: DateTime::from_timestamp_millis(initial_ms).unwrap(),
             batch_size,
             query: "select order_id as event_id, 'checkout-completed' as event_key, user_id as context_key, placed_at as occurred_at, total as metric_value from orders where placed_at >= $1"
@@ -243,16 +250,20 @@ async fn a_run_that_dies_half_way_is_finished_with_the_same_payload_ids() {
     assert!(error.to_string().contains("metric-event batch `events/2`"), "{error}");
     assert_eq!(h.stored_once().len(), 4);
 
-    // The planned payload IDs, from the journal the failed run left.
+    // The failed run left its plan and its five batches in the journal.
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(h.pending_file("plan.json")).unwrap()).unwrap();
-    let planned_ids: Vec<String> = plan["body"]["batches"]
-        .as_array()
-        .unwrap()
+    let files: Vec<_> =
+        (0..6).map(|n| h.pending_file(&format!("files/events-{n:06}.batch")).exists()).collect();
+    assert_eq!(files, [true, true, true, true, true, false]);
+    let accepted_before: Vec<String> = h
+        .emulator
+        .snapshot()
+        .events
         .iter()
-        .map(|batch| batch["payload_id"].as_str().unwrap().to_owned())
+        .map(|payload| payload.payload_id.clone().unwrap())
         .collect();
-    assert_eq!(planned_ids.len(), 5);
+    assert_eq!(accepted_before.len(), 2);
     // The answer to batch 1 was lost in the crash: LaunchDarkly has it, the journal does not.
     let acks = std::fs::read_to_string(h.pending_file("acks.log")).unwrap();
     let first_ack = acks.lines().find(|line| !line.is_empty()).unwrap();
@@ -278,8 +289,10 @@ async fn a_run_that_dies_half_way_is_finished_with_the_same_payload_ids() {
     let snapshot = h.emulator.snapshot();
     let sent_ids: Vec<String> =
         snapshot.events.iter().map(|payload| payload.payload_id.clone().unwrap()).collect();
-    assert_eq!(sent_ids[..5], planned_ids[..], "the resumed batches kept their payload IDs");
-    assert!(!planned_ids.contains(&sent_ids[5]), "a new plan has new payload IDs");
+    assert_eq!(sent_ids.len(), 6);
+    assert_eq!(sent_ids[..2], accepted_before[..], "the accepted batches were not stored again");
+    let unique: HashSet<_> = sent_ids.iter().collect();
+    assert_eq!(unique.len(), 6, "a new plan has new payload IDs");
     assert!(!h.pending_file("plan.json").exists(), "the journal is committed");
 }
 
@@ -346,4 +359,120 @@ async fn a_backfill_sends_a_past_range_in_windows_resumably_and_once() {
     assert_eq!(sync.run().await.unwrap().events, 0);
     let users: HashSet<_> = stored.into_iter().map(|(user, _)| user).collect();
     assert!(users.contains("u-0-1") && users.contains("u-3-20"));
+}
+
+/// A harness whose events host is a scripted proxy in front of the emulator.
+async fn start_scripted(initial_ms: i64, batch_size: u32) -> (Harness, Proxy) {
+    let mut h = Harness::start(initial_ms, batch_size).await;
+    let proxy = Proxy::start(&h.emulator.events_url()).await;
+    let mut options =
+        ClientOptions::new(h.emulator.api_url(), proxy.url(), Secret::new(h.emulator.token()));
+    options.retry = RetryPolicy::immediate(2);
+    h.client = LaunchDarklyClient::new(options).unwrap();
+    (h, proxy)
+}
+
+/// Review gap A of issue 5: a batch LaunchDarkly refuses with a `400` must not block the
+/// journal. The accepted batches are committed, the refused batch's events become rejected
+/// records with LaunchDarkly's reason, and the next run sends them, each once.
+#[tokio::test]
+async fn a_batch_refused_with_400_is_rejected_and_never_blocks_the_next_runs() {
+    let (h, proxy) = start_scripted(T0, 2).await;
+    let sync = h.sync();
+    for n in 0..6 {
+        h.warehouse.order(Some(&format!("o-{n}")), &format!("u-{n}"), T0 + (n + 1) * MINUTE, 1.0);
+    }
+    // The second import is refused: the body is not what LaunchDarkly takes.
+    let imports = Arc::new(AtomicUsize::new(0));
+    let counted = imports.clone();
+    proxy.script(move |method, path| {
+        let import = method == "POST" && path.starts_with("/v2/event-data-import/");
+        (import && counted.fetch_add(1, Ordering::SeqCst) == 1)
+            .then(|| Reply::error(400, "invalid_request", "event 1 has no contextKeys"))
+    });
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.outcome, RunOutcome::Succeeded, "{report:#?}");
+    assert_eq!((report.events, report.rejected, report.batches), (4, 2, 3), "{report:#?}");
+    assert_eq!(report.refused_batches, 1);
+    assert_eq!(report.rejections.len(), 2);
+    for rejection in &report.rejections {
+        for needle in ["400", "invalid_request", "no contextKeys", "events/1"] {
+            assert!(rejection.reason.contains(needle), "{needle}: {}", rejection.reason);
+        }
+    }
+    let keys: Vec<_> = report.rejections.iter().map(|r| (r.row, r.key.clone().unwrap())).collect();
+    assert_eq!(keys, [(3, "o-2".to_owned()), (4, "o-3".to_owned())]);
+    // Only the accepted batches arrived, and nothing is left in the journal.
+    assert_eq!(h.stored_once().len(), 4);
+    assert!(!h.pending_file("plan.json").exists(), "the refused batch does not block the journal");
+    let history = h.state.history(&h.name).unwrap();
+    let last = history.recent(1).unwrap().remove(0);
+    assert_eq!((last.outcome.as_str(), last.adds, last.rejected), ("succeeded", 4, 2));
+    assert!(last.error.as_deref().unwrap().contains("400"), "{last:?}");
+    assert_eq!(history.rejected().unwrap().len(), 2);
+
+    // LaunchDarkly takes them now: the next run sends the two refused events, and only them.
+    proxy.forward_all();
+    h.warehouse.order(Some("o-6"), "u-6", T0 + 7 * MINUTE, 1.0);
+    let next = sync.run().await.unwrap();
+    assert_eq!((next.events, next.duplicates, next.rejected), (3, 4, 0), "{next:#?}");
+    assert_eq!(h.stored_once().len(), 7);
+    assert!(h.state.history(&h.name).unwrap().rejected().unwrap().is_empty());
+    assert_eq!(h.emulator.stats().repeated_payload_ids, 0);
+}
+
+/// A `401` (or `403`, `404`, `406`) is not the batch's fault: the run fails with the status,
+/// and the plan stays in the journal until the token is fixed, then goes with its payload IDs.
+#[tokio::test]
+async fn a_token_refused_with_401_fails_the_run_and_the_plan_waits() {
+    let (h, proxy) = start_scripted(T0, 2).await;
+    let sync = h.sync();
+    for n in 0..3 {
+        h.warehouse.order(Some(&format!("o-{n}")), "u", T0 + (n + 1) * MINUTE, 1.0);
+    }
+    proxy.script(|method, _| {
+        (method == "POST").then(|| Reply::error(401, "unauthorized", "token lacks importEventData"))
+    });
+    let error = sync.run().await.unwrap_err();
+    assert!(crate_chain(&error).contains("401"), "{}", crate_chain(&error));
+    assert!(h.pending_file("plan.json").exists());
+    proxy.forward_all();
+    let report = sync.run().await.unwrap();
+    assert_eq!((report.resumed_batches, report.events, report.duplicates), (2, 0, 3));
+    assert_eq!(h.stored_once().len(), 3);
+}
+
+fn crate_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Review gap B of issue 5: an `event_id` that comes back with another `occurred_at`, after
+/// its first delivery left the lookback, is still recognised and never sent again.
+#[tokio::test]
+async fn an_event_id_re_emitted_with_a_new_time_after_the_lookback_is_not_resent() {
+    let h = Harness::start(T0, 10).await;
+    let sync = h.sync();
+    h.warehouse.order(Some("o-1"), "u-1", T0 + 10 * MINUTE, 5.0);
+    assert_eq!(sync.run().await.unwrap().events, 1);
+    // Hours later the cursor has moved far past the lookback (1 h) of o-1's first time.
+    h.warehouse.order(Some("o-2"), "u-2", T0 + 2 * DAY, 5.0);
+    assert_eq!(sync.run().await.unwrap().events, 1);
+    // The warehouse corrects o-1's time into the current window: same event, not sent again.
+    h.warehouse.rows.lock().unwrap()[0][3] = Value::TimestampMillis(T0 + 2 * DAY + MINUTE);
+    let report = sync.run().await.unwrap();
+    assert_eq!((report.events, report.duplicates), (0, 2), "{report:#?}");
+    // A backfill over the day it now says also knows it.
+    let range = Backfill::new(
+        DateTime::<Utc>::from_timestamp_millis(T0 + DAY).unwrap(),
+        DateTime::<Utc>::from_timestamp_millis(T0 + 3 * DAY).unwrap(),
+    );
+    assert_eq!(sync.backfill(range).await.unwrap().events, 0);
+    assert_eq!(h.stored_once().len(), 2);
 }
