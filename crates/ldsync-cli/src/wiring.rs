@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ldsync_config::{EnvironmentSpec, WarehouseSpec};
-use ldsync_core::{BatchStream, Source, Value};
+use ldsync_core::{BatchStream, Source, TextStream, Value};
 use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, Limiter, RequestObserver};
 use ldsync_source::{DuckDbSource, PostgresSource};
 
@@ -48,6 +48,18 @@ impl Source for Warehouse {
         match self {
             Self::Postgres(source) => source.fetch(sql, params, batch_rows),
             Self::DuckDb(source) => source.fetch(sql, params, batch_rows),
+        }
+    }
+
+    fn fetch_text<'a>(
+        &'a self,
+        sql: &'a str,
+        wanted: &'a [&'a str],
+        batch_rows: usize,
+    ) -> TextStream<'a, ldsync_source::Error> {
+        match self {
+            Self::Postgres(source) => source.fetch_text(sql, wanted, batch_rows),
+            Self::DuckDb(source) => source.fetch_text(sql, wanted, batch_rows),
         }
     }
 }

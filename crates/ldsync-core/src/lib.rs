@@ -23,13 +23,15 @@ mod key;
 mod row;
 mod secret;
 mod source;
+mod text;
 
 pub use change::{ChangeSet, SegmentChange};
-pub use error::{Classify, ErrorDomain, KeyError};
+pub use error::{error_chain, Classify, ErrorDomain, KeyError};
 pub use key::{
     ContextKey, ContextKind, EnvironmentName, MetricKey, ProjectKey, SegmentKey, SyncName,
     WarehouseName,
 };
 pub use row::{RowBatch, Value};
 pub use secret::Secret;
-pub use source::{BatchStream, Source, DEFAULT_BATCH_ROWS};
+pub use source::{BatchStream, Source, TextStream, DEFAULT_BATCH_ROWS};
+pub use text::{TextBatch, TextCell};

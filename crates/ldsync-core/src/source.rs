@@ -4,13 +4,16 @@ use std::{future::Future, pin::Pin};
 
 use futures_core::Stream;
 
-use crate::{Classify, RowBatch, Value};
+use crate::{Classify, RowBatch, TextBatch, Value};
 
 /// How many rows a source puts in one batch unless told otherwise.
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
 
 /// The batches of one query, streamed as the warehouse produces them.
 pub type BatchStream<'a, E> = Pin<Box<dyn Stream<Item = Result<RowBatch, E>> + Send + 'a>>;
+
+/// The batches of one query reduced to a few text columns (see [`Source::fetch_text`]).
+pub type TextStream<'a, E> = Pin<Box<dyn Stream<Item = Result<TextBatch, E>> + Send + 'a>>;
 
 /// A SQL warehouse that ldsync reads from.
 ///
@@ -31,4 +34,41 @@ pub trait Source: Send + Sync {
         params: &'a [Value],
         batch_rows: usize,
     ) -> BatchStream<'a, Self::Error>;
+
+    /// Runs `sql` and streams only the columns named in `wanted`, as text: the path of
+    /// segment syncs, which read one or two key columns of millions of rows.
+    ///
+    /// The first batch tells which of the `wanted` columns the query returns
+    /// ([`TextBatch::present`]); a source yields at least that batch, empty, when the query
+    /// returns no rows and it knows the columns. The default reduces [`Source::fetch`]'s
+    /// batches; a source that can produce text cheaper overrides it.
+    fn fetch_text<'a>(
+        &'a self,
+        sql: &'a str,
+        wanted: &'a [&'a str],
+        batch_rows: usize,
+    ) -> TextStream<'a, Self::Error> {
+        Box::pin(ReduceToText { rows: self.fetch(sql, &[], batch_rows), wanted })
+    }
+}
+
+/// [`Source::fetch_text`]'s default: each batch of values reduced to the wanted columns.
+struct ReduceToText<'a, E> {
+    rows: BatchStream<'a, E>,
+    wanted: &'a [&'a str],
+}
+
+impl<E> Stream for ReduceToText<'_, E> {
+    type Item = Result<TextBatch, E>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let wanted = self.wanted;
+        self.rows
+            .as_mut()
+            .poll_next(cx)
+            .map(|next| next.map(|batch| batch.map(|rows| TextBatch::from_rows(&rows, wanted))))
+    }
 }

@@ -1,40 +1,62 @@
 //! A set of keys in one arena, ordered by fingerprint.
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::xxh3_128;
 
-/// The fingerprint that orders keys: xxh3, 64 bits.
-pub fn fingerprint(key: &[u8]) -> u64 {
-    xxh3_64(key)
+/// The fingerprint of a key: xxh3, 128 bits.
+///
+/// Sets are ordered by (fingerprint, key bytes), so they are exact whatever the fingerprints.
+/// Membership probes ([`crate::Index`]) trust the fingerprint alone: two distinct keys share a
+/// 128-bit fingerprint with odds of about 10⁻²¹ in a set of a billion keys.
+pub fn fingerprint(key: &[u8]) -> u128 {
+    xxh3_128(key)
 }
 
-/// Sorts pairs by their fingerprint: a least-significant-digit radix sort, four passes of 16
-/// bits, linear in the number of keys (the comparison sort it replaces was the costliest step
-/// of ordering a million keys).
+/// Read access to keys ordered by (fingerprint, bytes): an in-memory [`KeySet`] or a
+/// snapshot file ([`crate::MappedKeySet`]).
+pub trait SortedKeys {
+    /// How many keys.
+    fn len(&self) -> usize;
+    /// The fingerprint of key `index`.
+    fn fingerprint(&self, index: usize) -> u128;
+    /// The bytes of key `index`.
+    fn key(&self, index: usize) -> &[u8];
+    /// Whether there are no keys.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Sorts pairs by their fingerprint's high 64 bits: a least-significant-digit radix sort, eight
+/// passes of 8 bits (256 buckets stay in cache), linear in the number of keys.
 fn radix_sort(pairs: &mut Vec<(u64, u32)>) {
-    const BITS: u32 = 16;
+    const BITS: u32 = 8;
     const BUCKETS: usize = 1 << BITS;
     if pairs.len() < 256 {
         pairs.sort_unstable_by_key(|pair| pair.0);
         return;
     }
     let mut buffer = vec![(0_u64, 0_u32); pairs.len()];
-    let mut counts = vec![0_usize; BUCKETS];
-    for pass in 0..64 / BITS {
-        let shift = pass * BITS;
-        #[expect(clippy::cast_possible_truncation, reason = "masked to 16 bits")]
-        let digit = |fingerprint: u64| ((fingerprint >> shift) & (BUCKETS as u64 - 1)) as usize;
-        counts.fill(0);
-        for pair in pairs.iter() {
-            counts[digit(pair.0)] += 1;
+    let mut counts = [[0_usize; BUCKETS]; 8];
+    let digit = |value: u64, pass: usize| ((value >> (pass * 8)) & 0xff) as usize;
+    // One counting pass for all eight digits.
+    for pair in pairs.iter() {
+        for (pass, count) in counts.iter_mut().enumerate() {
+            count[digit(pair.0, pass)] += 1;
+        }
+    }
+    for (pass, count) in counts.iter_mut().enumerate() {
+        // A digit every key shares orders nothing: skip its pass.
+        if count.contains(&pairs.len()) {
+            continue;
         }
         let mut position = 0;
-        for count in &mut counts {
-            let here = *count;
-            *count = position;
+        for slot in count.iter_mut() {
+            let here = *slot;
+            *slot = position;
             position += here;
         }
         for pair in pairs.iter() {
-            let slot = &mut counts[digit(pair.0)];
+            let slot = &mut count[digit(pair.0, pass)];
             buffer[*slot] = *pair;
             *slot += 1;
         }
@@ -56,7 +78,12 @@ impl KeySetBuilder {
 
     /// Adds a key.
     pub fn push(&mut self, key: &[u8]) {
-        self.unsorted.push_unsorted(key);
+        self.unsorted.push(key, fingerprint(key));
+    }
+
+    /// Adds a key whose fingerprint the caller computed already.
+    pub fn push_with_fingerprint(&mut self, key: &[u8], fingerprint: u128) {
+        self.unsorted.push(key, fingerprint);
     }
 
     /// Keys pushed so far, duplicates included.
@@ -81,7 +108,27 @@ pub struct KeySet {
     arena: Vec<u8>,
     /// `ends[i]` is where key `i` ends in the arena; it starts where key `i - 1` ends.
     ends: Vec<u64>,
-    fingerprints: Vec<u64>,
+    fingerprints: Vec<u128>,
+}
+
+impl SortedKeys for KeySet {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn fingerprint(&self, index: usize) -> u128 {
+        self.fingerprints[index]
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the arena fits in memory, so in usize"
+        )]
+        let range = start as usize..self.ends[index] as usize;
+        &self.arena[range]
+    }
 }
 
 impl KeySet {
@@ -89,15 +136,16 @@ impl KeySet {
     pub fn from_keys<K: AsRef<[u8]>>(keys: impl IntoIterator<Item = K>) -> Self {
         let mut unsorted = Self::default();
         for key in keys {
-            unsorted.push_unsorted(key.as_ref());
+            unsorted.push(key.as_ref(), fingerprint(key.as_ref()));
         }
         unsorted.sorted()
     }
 
-    fn push_unsorted(&mut self, key: &[u8]) {
+    /// Appends a key. The caller keeps the order, or sorts afterwards.
+    pub(crate) fn push(&mut self, key: &[u8], fingerprint: u128) {
         self.arena.extend_from_slice(key);
         self.ends.push(self.arena.len() as u64);
-        self.fingerprints.push(fingerprint(key));
+        self.fingerprints.push(fingerprint);
     }
 
     /// Rebuilds a set from its parts, checking that they describe an ordered set. (The snapshot
@@ -105,48 +153,31 @@ impl KeySet {
     pub(crate) fn from_parts(
         arena: Vec<u8>,
         ends: Vec<u64>,
-        fingerprints: Vec<u64>,
+        fingerprints: Vec<u128>,
     ) -> Result<Self, &'static str> {
+        if ends.len() != fingerprints.len() {
+            return Err("as many offsets as fingerprints");
+        }
+        check_ends(ends.len(), arena.len() as u64, |i| ends[i])?;
         let set = Self { arena, ends, fingerprints };
-        let mut start = 0;
-        for (index, &end) in set.ends.iter().enumerate() {
-            if end < start || end > set.arena.len() as u64 {
-                return Err("key offsets out of range");
-            }
-            start = end;
-            if index > 0
-                && (set.fingerprints[index - 1], set.key(index - 1))
-                    >= (set.fingerprints[index], set.key(index))
-            {
-                return Err("keys out of order");
-            }
-        }
-        if start != set.arena.len() as u64 {
-            return Err("the arena holds bytes past the last key");
-        }
+        check_order(&set, set.arena.len() as u64)?;
         Ok(set)
-    }
-
-    pub(crate) fn arena(&self) -> &[u8] {
-        &self.arena
-    }
-
-    pub(crate) fn ends(&self) -> &[u64] {
-        &self.ends
-    }
-
-    pub(crate) fn fingerprints(&self) -> &[u64] {
-        &self.fingerprints
     }
 
     /// Orders the keys and drops duplicates.
     fn sorted(self) -> Self {
         assert!(u32::try_from(self.len()).is_ok(), "a key set holds fewer than 2^32 keys");
-        #[expect(clippy::cast_possible_truncation, reason = "checked above: len < 2^32")]
-        let mut order: Vec<(u64, u32)> =
-            self.fingerprints.iter().enumerate().map(|(i, &fp)| (fp, i as u32)).collect();
+        #[expect(clippy::cast_possible_truncation, reason = "checked above: len < 2^32; high bits")]
+        let mut order: Vec<(u64, u32)> = self
+            .fingerprints
+            .iter()
+            .enumerate()
+            .map(|(i, &fp)| ((fp >> 64) as u64, i as u32))
+            .collect();
         radix_sort(&mut order);
-        // Equal fingerprints (duplicates, or a rare collision) are ordered by their keys.
+        // Equal high halves (duplicates, or a rare collision) are ordered by the whole
+        // fingerprint, then the key.
+        let full = |index: u32| (self.fingerprints[index as usize], self.key(index as usize));
         let mut start = 0;
         while start < order.len() {
             let mut end = start + 1;
@@ -154,21 +185,18 @@ impl KeySet {
                 end += 1;
             }
             if end - start > 1 {
-                order[start..end]
-                    .sort_unstable_by(|a, b| self.key(a.1 as usize).cmp(self.key(b.1 as usize)));
+                order[start..end].sort_unstable_by(|a, b| full(a.1).cmp(&full(b.1)));
             }
             start = end;
         }
-        order.dedup_by(|a, b| a.0 == b.0 && self.key(a.1 as usize) == self.key(b.1 as usize));
+        order.dedup_by(|a, b| full(a.1) == full(b.1));
         let mut sorted = Self {
             arena: Vec::with_capacity(self.arena.len()),
             ends: Vec::with_capacity(order.len()),
             fingerprints: Vec::with_capacity(order.len()),
         };
-        for (fingerprint, index) in order {
-            sorted.arena.extend_from_slice(self.key(index as usize));
-            sorted.ends.push(sorted.arena.len() as u64);
-            sorted.fingerprints.push(fingerprint);
+        for (_, index) in order {
+            sorted.push(self.key(index as usize), self.fingerprints[index as usize]);
         }
         sorted
     }
@@ -185,17 +213,11 @@ impl KeySet {
 
     /// The bytes of key `index`, in (fingerprint, bytes) order.
     pub fn key(&self, index: usize) -> &[u8] {
-        let start = if index == 0 { 0 } else { self.ends[index - 1] };
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "the arena fits in memory, so in usize"
-        )]
-        let range = start as usize..self.ends[index] as usize;
-        &self.arena[range]
+        SortedKeys::key(self, index)
     }
 
     /// The fingerprint of key `index`.
-    pub fn fingerprint(&self, index: usize) -> u64 {
+    pub fn fingerprint(&self, index: usize) -> u128 {
         self.fingerprints[index]
     }
 
@@ -219,9 +241,56 @@ impl KeySet {
         (0..self.len()).map(|index| self.key(index))
     }
 
+    /// Total bytes of the keys.
+    pub fn key_bytes(&self) -> u64 {
+        self.arena.len() as u64
+    }
+
     /// Bytes of memory the set holds.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + 8 * self.ends.capacity() + 8 * self.fingerprints.capacity()
+        self.arena.capacity() + 8 * self.ends.capacity() + 16 * self.fingerprints.capacity()
+    }
+}
+
+/// Checks that `count` end offsets never go back and stay inside an arena of `arena_len`
+/// bytes, so that every key is a slice of the arena; run it before reading any key.
+pub(crate) fn check_ends(
+    count: usize,
+    arena_len: u64,
+    end: impl Fn(usize) -> u64,
+) -> Result<(), &'static str> {
+    let mut start = 0;
+    for index in 0..count {
+        let here = end(index);
+        if here < start || here > arena_len {
+            return Err("key offsets out of range");
+        }
+        start = here;
+    }
+    if start == arena_len {
+        Ok(())
+    } else {
+        Err("the arena holds bytes past the last key")
+    }
+}
+
+/// Checks that `keys` are strictly ordered by (fingerprint, bytes); `arena_len` is the total
+/// of their lengths as the file or the set claims it.
+pub(crate) fn check_order(keys: &impl SortedKeys, arena_len: u64) -> Result<(), &'static str> {
+    let mut total = 0_u64;
+    for index in 0..keys.len() {
+        total += keys.key(index).len() as u64;
+        if index > 0 {
+            let (before, here) = (keys.fingerprint(index - 1), keys.fingerprint(index));
+            if before > here || (before == here && keys.key(index - 1) >= keys.key(index)) {
+                return Err("keys out of order");
+            }
+        }
+    }
+    if total == arena_len {
+        Ok(())
+    } else {
+        Err("the key lengths do not add up to the arena")
     }
 }
 
@@ -257,5 +326,9 @@ mod tests {
         let parts =
             KeySet::from_parts(set.arena.clone(), set.ends.clone(), set.fingerprints.clone());
         assert_eq!(parts.unwrap(), set, "from_parts accepts only ordered, distinct sets");
+        for key in &keys {
+            assert!(set.contains(key.as_bytes()));
+        }
+        assert!(!set.contains(b"k3000"));
     }
 }

@@ -1,10 +1,12 @@
-//! The diff engine of ldsync: the committed snapshot and the current query result in, the
+//! The diff engine of ldsync: the committed membership and the current query result in, the
 //! members to add and to remove out.
 //!
-//! Keys are held in a [`KeySet`]: one byte arena plus offsets, ordered by a 64-bit xxh3
-//! fingerprint, so that a set of 10 M 20-byte keys costs about 1.6 × its raw bytes and the
-//! diff is one linear merge. Fingerprints only order the keys: equal fingerprints are always
-//! settled by comparing the keys themselves, so a collision can never hide a change.
+//! Keys are held ordered by their 128-bit xxh3 fingerprint, in one byte arena plus offsets
+//! ([`KeySet`] in memory, [`MappedKeySet`] for a snapshot file read in place). A run never sorts
+//! the query's result: it probes each key against the committed membership as the rows arrive
+//! ([`Committed::into_probe`], through an [`Index`]) and orders only the adds. A commit writes the
+//! run's [`Delta`] on top of the base snapshot, and folds the two into a new base when the delta
+//! grows.
 //!
 //! ```
 //! use ldsync_diff::{diff, KeySet};
@@ -16,10 +18,14 @@
 //! assert_eq!(changes.removes().collect::<Vec<_>>(), ["ann"]);
 //! ```
 
+mod committed;
+mod index;
 mod keyset;
 mod merge;
 mod snapshot;
 
-pub use keyset::{fingerprint, KeySet, KeySetBuilder};
+pub use committed::{applied, write_applied, Committed, Delta, Probe};
+pub use index::Index;
+pub use keyset::{fingerprint, KeySet, KeySetBuilder, SortedKeys};
 pub use merge::{diff, Diff};
-pub use snapshot::SnapshotError;
+pub use snapshot::{write_sorted, MappedKeySet, SnapshotError};

@@ -2,7 +2,7 @@
 
 use std::cmp::Ordering;
 
-use crate::KeySet;
+use crate::{KeySet, SortedKeys};
 
 /// What changed between two key sets: indexes into the current set (adds) and the previous
 /// set (removes).
@@ -50,11 +50,7 @@ pub fn diff<'a>(previous: &'a KeySet, current: &'a KeySet) -> Diff<'a> {
     let mut adds = Vec::new();
     let mut removes = Vec::new();
     while p < previous.len() && c < current.len() {
-        let order = previous
-            .fingerprint(p)
-            .cmp(&current.fingerprint(c))
-            .then_with(|| previous.key(p).cmp(current.key(c)));
-        match order {
+        match order(previous, p, current, c) {
             Ordering::Less => {
                 removes.push(p);
                 p += 1;
@@ -72,4 +68,14 @@ pub fn diff<'a>(previous: &'a KeySet, current: &'a KeySet) -> Diff<'a> {
     removes.extend(p..previous.len());
     adds.extend(c..current.len());
     Diff { previous, current, adds, removes }
+}
+
+/// How key `a` of `left` orders against key `b` of `right`.
+pub(crate) fn order(
+    left: &impl SortedKeys,
+    a: usize,
+    right: &impl SortedKeys,
+    b: usize,
+) -> Ordering {
+    left.fingerprint(a).cmp(&right.fingerprint(b)).then_with(|| left.key(a).cmp(right.key(b)))
 }

@@ -1,23 +1,30 @@
-//! The snapshot file: a `KeySet` as it was committed, checked when read back.
+//! The snapshot file: keys ordered by (fingerprint, bytes), checked when read back.
 //!
 //! Layout (little endian): the magic `LDSYNCKS`, the format version (u32), the key count and
-//! arena length (u64 each), the key end offsets and the fingerprints (u64 each, one per key),
-//! the arena, and an xxh3-64 checksum of everything before it. A file that is truncated, altered
-//! or out of order is refused, never half-read.
+//! arena length (u64 each), the fingerprints (u128 each, one per key), the key end offsets (u64
+//! each), the arena, and an xxh3-64 checksum of everything before it. A file that is truncated,
+//! altered or out of order is refused, never half-read.
+//!
+//! The fingerprints come first so that a reader that maps the file ([`MappedKeySet`]) and only
+//! probes membership touches the fingerprints and nothing else: the keys themselves are read
+//! from the disk only for the members a run removes.
 
 use std::{
     fs::File,
-    io::{BufWriter, Read, Write},
+    io::{BufReader, BufWriter, Read, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::KeySet;
+use crate::{
+    keyset::{check_ends, check_order},
+    KeySet, SortedKeys,
+};
 
 const MAGIC: &[u8; 8] = b"LDSYNCKS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 
 /// Why a snapshot file could not be written or read.
@@ -43,74 +50,259 @@ pub enum SnapshotError {
     },
 }
 
+/// Writes `count` keys, ordered, whose lengths add up to `arena_len`, to `path`, and flushes the
+/// file to disk. `entries` is called three times (fingerprints, offsets, bytes): the keys are
+/// streamed, never gathered.
+///
+/// # Errors
+///
+/// When the file cannot be written, or `entries` does not yield what `count` and `arena_len`
+/// promise.
+pub fn write_sorted<'k, I>(
+    path: &Path,
+    count: u64,
+    arena_len: u64,
+    entries: impl Fn() -> I,
+) -> Result<(), SnapshotError>
+where
+    I: Iterator<Item = (u128, &'k [u8])>,
+{
+    let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+    // Snapshots hold member keys: readable by their owner only.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let mut out =
+        HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Xxh3::new() };
+    out.write_all(MAGIC).map_err(io)?;
+    out.write_all(&VERSION.to_le_bytes()).map_err(io)?;
+    out.write_all(&count.to_le_bytes()).map_err(io)?;
+    out.write_all(&arena_len.to_le_bytes()).map_err(io)?;
+    let mut written = 0_u64;
+    for (fingerprint, _) in entries() {
+        out.write_all(&fingerprint.to_le_bytes()).map_err(io)?;
+        written += 1;
+    }
+    let mut end = 0_u64;
+    for (_, key) in entries() {
+        end += key.len() as u64;
+        out.write_all(&end.to_le_bytes()).map_err(io)?;
+    }
+    for (_, key) in entries() {
+        out.write_all(key).map_err(io)?;
+    }
+    if written != count || end != arena_len {
+        return Err(SnapshotError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "writing {written} keys of {end} bytes where {count} keys of {arena_len} bytes were announced"
+            ),
+        });
+    }
+    let checksum = out.hash.digest();
+    let mut inner = out.inner;
+    inner.write_all(&checksum.to_le_bytes()).map_err(io)?;
+    let file = inner.into_inner().map_err(|err| io(err.into_error()))?;
+    file.sync_all().map_err(io)
+}
+
 impl KeySet {
     /// Writes the set to `path` and flushes it to disk.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
     pub fn write_file(&self, path: &Path) -> Result<(), SnapshotError> {
-        let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
-        // Snapshots hold member keys: readable by their owner only.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        let mut out =
-            HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Xxh3::new() };
-        out.write_all(MAGIC).map_err(io)?;
-        out.write_all(&VERSION.to_le_bytes()).map_err(io)?;
-        out.write_all(&(self.len() as u64).to_le_bytes()).map_err(io)?;
-        out.write_all(&(self.arena().len() as u64).to_le_bytes()).map_err(io)?;
-        for end in self.ends() {
-            out.write_all(&end.to_le_bytes()).map_err(io)?;
-        }
-        for fingerprint in self.fingerprints() {
-            out.write_all(&fingerprint.to_le_bytes()).map_err(io)?;
-        }
-        out.write_all(self.arena()).map_err(io)?;
-        let checksum = out.hash.digest();
-        let mut inner = out.inner;
-        inner.write_all(&checksum.to_le_bytes()).map_err(io)?;
-        let file = inner.into_inner().map_err(|err| io(err.into_error()))?;
-        file.sync_all().map_err(io)
+        write_sorted(path, self.len() as u64, self.key_bytes(), || {
+            (0..self.len()).map(|i| (self.fingerprint(i), self.key(i)))
+        })
     }
 
-    /// Reads a set written by [`KeySet::write_file`].
+    /// Reads a set written by [`KeySet::write_file`] (or [`write_sorted`]) whole into memory.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, or is not an intact snapshot.
     pub fn read_file(path: &Path) -> Result<Self, SnapshotError> {
-        let corrupt = |reason: &str| SnapshotError::Corrupt {
-            path: path.to_path_buf(),
-            reason: reason.to_owned(),
-        };
         let mut bytes = Vec::new();
         File::open(path)
             .and_then(|mut file| file.read_to_end(&mut bytes))
             .map_err(|source| SnapshotError::Io { path: path.to_path_buf(), source })?;
-        if bytes.len() < HEADER_LEN + 8 || &bytes[..8] != MAGIC {
-            return Err(corrupt("not an ldsync snapshot"));
-        }
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Reads a snapshot file's contents already in memory; `path` only names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// When `bytes` are not an intact snapshot.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, SnapshotError> {
+        let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
+        let layout = Layout::parse(bytes).map_err(corrupt)?;
         let (body, checksum) = bytes.split_at(bytes.len() - 8);
         if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != checksum {
-            return Err(corrupt("checksum mismatch (truncated or altered)"));
+            return Err(corrupt("checksum mismatch (truncated or altered)".to_owned()));
         }
-        let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        let fingerprints = (0..layout.count).map(|i| Layout::fingerprint(bytes, i)).collect();
+        let ends = (0..layout.count).map(|i| layout.end(bytes, i)).collect();
+        let arena = bytes[layout.arena_at..layout.arena_at + layout.arena_len].to_vec();
+        KeySet::from_parts(arena, ends, fingerprints).map_err(|reason| corrupt(reason.to_owned()))
+    }
+}
+
+/// Where the parts of a snapshot file are.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    count: usize,
+    arena_len: usize,
+    ends_at: usize,
+    arena_at: usize,
+}
+
+impl Layout {
+    /// Checks the header and the sizes of a whole file's `bytes` (the checksum is not checked).
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < HEADER_LEN + 8 || &bytes[..8] != MAGIC {
+            return Err("not an ldsync snapshot".to_owned());
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if version != VERSION {
-            return Err(corrupt(&format!("format version {version}, this ldsync reads {VERSION}")));
+            return Err(format!("format version {version}, this ldsync reads {VERSION}"));
         }
-        let count = usize::try_from(word(12)).map_err(|_| corrupt("key count too large"))?;
-        let arena_len = usize::try_from(word(20)).map_err(|_| corrupt("arena too large"))?;
+        let count = usize::try_from(word(12)).map_err(|_| "key count too large")?;
+        let arena_len = usize::try_from(word(20)).map_err(|_| "arena too large")?;
         let expected = count
-            .checked_mul(16)
-            .and_then(|tables| tables.checked_add(HEADER_LEN + arena_len))
-            .ok_or_else(|| corrupt("sizes overflow"))?;
-        if expected != body.len() {
-            return Err(corrupt("sizes do not match the file's length"));
+            .checked_mul(24)
+            .and_then(|tables| tables.checked_add(HEADER_LEN + 8))
+            .and_then(|fixed| fixed.checked_add(arena_len))
+            .ok_or("sizes overflow")?;
+        if expected != bytes.len() {
+            return Err("sizes do not match the file's length".to_owned());
         }
-        let ends: Vec<u64> = (0..count).map(|i| word(HEADER_LEN + 8 * i)).collect();
-        let fingerprints: Vec<u64> =
-            (0..count).map(|i| word(HEADER_LEN + 8 * (count + i))).collect();
-        let arena = body[HEADER_LEN + 16 * count..].to_vec();
-        KeySet::from_parts(arena, ends, fingerprints).map_err(corrupt)
+        if u32::try_from(count).is_err() {
+            return Err("more keys than a snapshot holds (2^32)".to_owned());
+        }
+        let ends_at = HEADER_LEN + 16 * count;
+        Ok(Self { count, arena_len, ends_at, arena_at: ends_at + 8 * count })
+    }
+
+    fn fingerprint(bytes: &[u8], index: usize) -> u128 {
+        let at = HEADER_LEN + 16 * index;
+        u128::from_le_bytes(bytes[at..at + 16].try_into().expect("16 bytes"))
+    }
+
+    fn end(&self, bytes: &[u8], index: usize) -> u64 {
+        let at = self.ends_at + 8 * index;
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    }
+}
+
+/// A snapshot file mapped into memory, checked, and read in place: membership probes touch the
+/// fingerprints only, and a key's bytes are paged in when a run asks for that key.
+#[derive(Debug, Default)]
+pub struct MappedKeySet {
+    map: Option<memmap2::Mmap>,
+    layout: Layout,
+}
+
+impl MappedKeySet {
+    /// The empty set (a segment with no snapshot yet).
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Maps and checks the snapshot file at `path`: its checksum (read through a small buffer,
+    /// so that checking maps nothing), its sizes and its order.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, or is not an intact snapshot.
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+        let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
+        let file = File::open(path).map_err(io)?;
+        let length = file.metadata().map_err(io)?.len();
+        if length < (HEADER_LEN + 8) as u64 {
+            return Err(corrupt("not an ldsync snapshot".to_owned()));
+        }
+        let mut reader = BufReader::with_capacity(256 << 10, &file);
+        let mut hash = Xxh3::new();
+        let mut left = length - 8;
+        let mut buffer = vec![0_u8; 256 << 10];
+        while left > 0 {
+            let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+            let read = reader.read(&mut buffer[..want]).map_err(io)?;
+            if read == 0 {
+                return Err(corrupt("truncated while being read".to_owned()));
+            }
+            hash.update(&buffer[..read]);
+            left -= read as u64;
+        }
+        let mut checksum = [0_u8; 8];
+        reader.read_exact(&mut checksum).map_err(io)?;
+        if hash.digest().to_le_bytes() != checksum {
+            return Err(corrupt("checksum mismatch (truncated or altered)".to_owned()));
+        }
+        // SAFETY: the file is ldsync's own, written once under a new name and never changed in
+        // place; the sync's lock keeps other ldsync processes from replacing it meanwhile.
+        #[allow(unsafe_code, reason = "mapping a file is unsafe by the type system's rules")]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let layout = Layout::parse(&map).map_err(corrupt)?;
+        check_ends(layout.count, layout.arena_len as u64, |i| layout.end(&map, i))
+            .map_err(|reason| corrupt(reason.to_owned()))?;
+        let set = Self { map: Some(map), layout };
+        check_order(&set, layout.arena_len as u64).map_err(|reason| corrupt(reason.to_owned()))?;
+        Ok(set)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+
+    /// Total bytes of the keys.
+    pub fn key_bytes(&self) -> u64 {
+        self.layout.arena_len as u64
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.layout.count
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.layout.count == 0
+    }
+
+    /// The keys, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|index| self.key(index))
+    }
+}
+
+impl SortedKeys for MappedKeySet {
+    fn len(&self) -> usize {
+        self.layout.count
+    }
+
+    fn fingerprint(&self, index: usize) -> u128 {
+        assert!(index < self.layout.count, "index {index} out of {}", self.layout.count);
+        Layout::fingerprint(self.bytes(), index)
+    }
+
+    fn key(&self, index: usize) -> &[u8] {
+        assert!(index < self.layout.count, "index {index} out of {}", self.layout.count);
+        let bytes = self.bytes();
+        let start = if index == 0 { 0 } else { self.layout.end(bytes, index - 1) };
+        let end = self.layout.end(bytes, index);
+        #[expect(clippy::cast_possible_truncation, reason = "checked against the file's length")]
+        let range = self.layout.arena_at + start as usize..self.layout.arena_at + end as usize;
+        &bytes[range]
     }
 }
 
@@ -143,10 +335,17 @@ mod tests {
         let set = KeySet::from_keys(["ann", "bob", "Zoë", ""]);
         set.write_file(&path).unwrap();
         assert_eq!(KeySet::read_file(&path).unwrap(), set);
+        let mapped = MappedKeySet::open(&path).unwrap();
+        assert_eq!(mapped.len(), 4);
+        for i in 0..4 {
+            assert_eq!(mapped.key(i), set.key(i));
+            assert_eq!(SortedKeys::fingerprint(&mapped, i), set.fingerprint(i));
+        }
 
         let empty = KeySet::default();
         empty.write_file(&path).unwrap();
         assert_eq!(KeySet::read_file(&path).unwrap(), empty);
+        assert_eq!(MappedKeySet::open(&path).unwrap().len(), 0);
 
         set.write_file(&path).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
@@ -154,7 +353,20 @@ mod tests {
         bytes[middle] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(KeySet::read_file(&path), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(MappedKeySet::open(&path), Err(SnapshotError::Corrupt { .. })));
         std::fs::write(&path, &bytes[..10]).unwrap();
         assert!(matches!(KeySet::read_file(&path), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(MappedKeySet::open(&path), Err(SnapshotError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_writer_that_breaks_its_promise_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.keys");
+        let set = KeySet::from_keys(["a", "b"]);
+        let result = write_sorted(&path, 3, set.key_bytes(), || {
+            (0..set.len()).map(|i| (set.fingerprint(i), set.key(i)))
+        });
+        assert!(matches!(result, Err(SnapshotError::Corrupt { .. })));
     }
 }

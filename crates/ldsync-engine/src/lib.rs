@@ -26,14 +26,4 @@ pub use error::{Error, Result};
 pub use progress::{Progress, Silent};
 pub use run::{RunId, RunOutcome, Step};
 
-/// An error and its causes on one line, as `a: b: c`.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+pub use ldsync_core::error_chain as chain;

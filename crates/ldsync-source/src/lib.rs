@@ -23,6 +23,7 @@
 mod duckdb;
 mod error;
 mod postgres;
+mod postgres_text;
 
 pub use crate::duckdb::DuckDbSource;
 pub use error::{Error, Result};

@@ -10,7 +10,7 @@ use ldsync_core::SyncName;
 use crate::{error::io, Error, History, Journal, Result, SyncLock};
 
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The file that marks a folder as ldsync state and names its format version.
 const MARKER: &str = "VERSION";
 /// What the marker file says before the version number.
@@ -107,7 +107,7 @@ mod tests {
         let mode = fs::metadata(state.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         let marker = fs::read_to_string(state.path().join(MARKER)).unwrap();
-        assert_eq!(marker, "ldsync-state 1\n");
+        assert_eq!(marker, format!("ldsync-state {FORMAT_VERSION}\n"));
         // Opening again accepts the folder it made.
         StateDir::open(temp.path().join("state")).unwrap();
     }

@@ -64,8 +64,30 @@ impl Journal {
         self.snapshots.join(format!("{}.keys", file_name(name)))
     }
 
+    /// The folder of the committed snapshot called `name`, for a snapshot made of several
+    /// files (it may not exist yet).
+    pub fn snapshot_dir(&self, name: &str) -> PathBuf {
+        self.snapshots.join(file_name(name))
+    }
+
+    /// The names of the committed snapshots kept as folders.
+    pub fn snapshot_dirs(&self) -> Result<Vec<String>> {
+        self.snapshot_entries(|path| {
+            let name = path.file_name().and_then(|name| name.to_str())?;
+            path.is_dir().then(|| name.replace("%2F", "/"))
+        })
+    }
+
     /// The names of the committed snapshots.
     pub fn snapshot_names(&self) -> Result<Vec<String>> {
+        self.snapshot_entries(|path| {
+            let stem = path.file_stem().and_then(|stem| stem.to_str())?;
+            path.extension().is_some_and(|ext| ext == "keys").then(|| stem.to_owned())
+        })
+    }
+
+    /// The names `name_of` gives the entries of the snapshots folder, sorted.
+    fn snapshot_entries(&self, name_of: impl Fn(&Path) -> Option<String>) -> Result<Vec<String>> {
         let entries = match fs::read_dir(&self.snapshots) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -73,11 +95,8 @@ impl Journal {
         };
         let mut names = Vec::new();
         for entry in entries {
-            let path = entry.map_err(io(&self.snapshots))?.path();
-            if path.extension().is_some_and(|ext| ext == "keys") {
-                if let Some(stem) = path.file_stem().and_then(|stem| stem.to_str()) {
-                    names.push(stem.to_owned());
-                }
+            if let Some(name) = name_of(&entry.map_err(io(&self.snapshots))?.path()) {
+                names.push(name);
             }
         }
         names.sort();
@@ -122,6 +141,17 @@ impl Journal {
 
     /// Records that LaunchDarkly accepted batch `id`; durable when this returns.
     pub fn acknowledge(&self, id: &str) -> Result<()> {
+        self.append_acknowledgement(id, true)
+    }
+
+    /// Records that LaunchDarkly accepted batch `id`, without waiting for the disk: for batches
+    /// that are harmless to send twice (segment members), so that a crash of the machine at
+    /// worst sends one again. A crash of the process loses nothing: the line is written.
+    pub fn acknowledge_lazily(&self, id: &str) -> Result<()> {
+        self.append_acknowledgement(id, false)
+    }
+
+    fn append_acknowledgement(&self, id: &str, durable: bool) -> Result<()> {
         let path = self.dir.join(ACKS);
         let mut file = OpenOptions::new()
             .create(true)
@@ -132,7 +162,10 @@ impl Journal {
         // The leading newline ends a line torn by a crash, so it cannot swallow this one.
         let line = format!("\n{id} {:016x}\n", xxhash_rust::xxh3::xxh3_64(id.as_bytes()));
         file.write_all(line.as_bytes()).map_err(io(&path))?;
-        file.sync_data().map_err(io(&path))
+        if durable {
+            file.sync_data().map_err(io(&path))?;
+        }
+        Ok(())
     }
 
     /// The batches acknowledged so far. A torn last line (a crash while writing it) is not
@@ -236,7 +269,8 @@ fn file_name(name: &str) -> String {
     name.replace('/', "%2F")
 }
 
-pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
+/// Creates a folder (and its parents) readable by its owner only, durably.
+pub fn create_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if path.is_dir() {
         return Ok(());
@@ -249,8 +283,9 @@ pub(crate) fn create_private_dir(path: &Path) -> Result<()> {
     }
 }
 
-/// Writes a file so that a reader sees the old contents or the new, never a mix.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file so that a reader sees the old contents or the new, never a mix, readable by
+/// its owner only and flushed to disk with its folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .create(true)
@@ -268,7 +303,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
+/// Flushes a folder's entries (new, renamed and removed names) to disk.
+pub fn sync_dir(path: &Path) -> Result<()> {
     File::open(path).and_then(|dir| dir.sync_all()).map_err(io(path))
 }
 

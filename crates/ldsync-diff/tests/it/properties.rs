@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use ldsync_diff::{diff, KeySet};
+use ldsync_diff::{diff, Committed, Delta, Index, KeySet, MappedKeySet};
 use proptest::prelude::*;
 
 fn key() -> impl Strategy<Value = String> {
@@ -41,11 +41,25 @@ proptest! {
     }
 }
 
+/// A run holds, besides the mapped snapshot, the index and one bit per member: a small share
+/// of the keys' raw bytes, so that the run's memory is the snapshot's fingerprints and little
+/// else.
 #[test]
-fn a_set_of_a_million_keys_costs_under_twice_its_raw_bytes() {
-    let keys: Vec<String> = (0..1_000_000).map(|i| format!("user-{i:014}")).collect();
+fn probing_a_million_members_holds_a_fraction_of_their_bytes() {
+    let keys: Vec<String> = (0..1_000_000).map(|i| format!("user-{i:015}")).collect();
     let raw: usize = keys.iter().map(String::len).sum();
-    let set = KeySet::from_keys(&keys);
-    assert_eq!(set.len(), keys.len());
-    assert!(set.heap_bytes() < 2 * raw, "{} bytes for {raw} raw", set.heap_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base.keys");
+    KeySet::from_keys(&keys).write_file(&path).unwrap();
+    let committed = Committed::new(MappedKeySet::open(&path).unwrap(), Delta::default());
+    let index = Index::build(committed.base());
+    let mut probe = committed.into_probe();
+    assert!(index.heap_bytes() < raw / 4, "{} bytes of index for {raw} raw", index.heap_bytes());
+    for key in keys.iter().skip(10) {
+        probe.offer(key.as_bytes());
+    }
+    probe.offer(b"newcomer");
+    let (_, delta) = probe.finish();
+    assert_eq!(delta.adds.len(), 1);
+    assert_eq!(delta.removes.len(), 10);
 }

@@ -1,7 +1,7 @@
 //! The batches of a segment's changes: a pure function of the committed snapshot, the target
 //! and the plan, so that a resumed run computes exactly the batches the crashed run promised.
 
-use ldsync_diff::{diff, KeySet};
+use ldsync_diff::KeySet;
 use ldsync_launchdarkly::{ImportMode, MemberChange, MAX_IMPORT_BYTES, MAX_IMPORT_KEYS};
 
 /// One request's worth of changes.
@@ -50,13 +50,12 @@ fn text(key: &[u8]) -> &str {
 /// Member batches: adds first, then removes, each chunked by `batch_size`.
 pub(crate) fn member_batches<'a>(
     segment: &str,
-    previous: &'a KeySet,
-    target: &'a KeySet,
+    adds: &'a KeySet,
+    removes: &'a KeySet,
     batch_size: usize,
 ) -> Vec<Batch<'a>> {
-    let changes = diff(previous, target);
-    let adds: Vec<&str> = changes.adds().collect();
-    let removes: Vec<&str> = changes.removes().collect();
+    let adds: Vec<&str> = adds.iter().map(text).collect();
+    let removes: Vec<&str> = removes.iter().map(text).collect();
     let mut batches = Vec::new();
     for (change, keys, word) in
         [(MemberChange::Add, adds, "add"), (MemberChange::Remove, removes, "remove")]
@@ -82,7 +81,10 @@ fn fits_csv(key: &str) -> bool {
 /// Import batches of the whole target: files of at most a million keys and 40 MB, the first
 /// replacing the membership and the rest merging into it; then member batches for the keys no
 /// CSV line can hold.
-pub(crate) fn import_batches<'a>(segment: &str, target: &'a KeySet) -> Vec<Batch<'a>> {
+pub(crate) fn import_batches<'a>(
+    segment: &str,
+    target: impl Iterator<Item = &'a [u8]>,
+) -> Vec<Batch<'a>> {
     let mut batches = Vec::new();
     let mut keys = Vec::new();
     let mut bytes = 0;
@@ -96,7 +98,7 @@ pub(crate) fn import_batches<'a>(segment: &str, target: &'a KeySet) -> Vec<Batch
         });
     };
     let mut by_api = Vec::new();
-    for key in target.iter() {
+    for key in target {
         if !fits_csv(text(key)) {
             by_api.push(text(key));
             continue;
@@ -155,19 +157,19 @@ mod tests {
 
     #[test]
     fn member_batches_are_chunked_and_stable() {
-        let previous = KeySet::from_keys(["a", "b", "c"]);
-        let target = KeySet::from_keys(["c", "d", "e", "f"]);
-        let batches = member_batches("s", &previous, &target, 2);
+        let adds = KeySet::from_keys(["d", "e", "f"]);
+        let removes = KeySet::from_keys(["a", "b"]);
+        let batches = member_batches("s", &adds, &removes, 2);
         let shape: Vec<_> = batches.iter().map(|b| (b.id().to_owned(), b.len())).collect();
         assert_eq!(shape, [("s/add/0".into(), 2), ("s/add/1".into(), 1), ("s/remove/0".into(), 2)]);
-        assert_eq!(batches, member_batches("s", &previous, &target, 2));
+        assert_eq!(batches, member_batches("s", &adds, &removes, 2));
     }
 
     #[test]
     fn imports_split_at_the_key_limit_and_replace_first() {
         let keys: Vec<String> = (0..MAX_IMPORT_KEYS + 5).map(|i| format!("k{i}")).collect();
         let target = KeySet::from_keys(&keys);
-        let batches = import_batches("s", &target);
+        let batches = import_batches("s", target.iter());
         assert_eq!(batches.len(), 2);
         assert!(
             matches!(&batches[0], Batch::Import { mode: ImportMode::Replace, keys, .. } if keys.len() == MAX_IMPORT_KEYS)
@@ -176,13 +178,13 @@ mod tests {
             matches!(&batches[1], Batch::Import { mode: ImportMode::Merge, keys, .. } if keys.len() == 5)
         );
         // An empty target still replaces the membership, emptying it.
-        assert_eq!(import_batches("s", &KeySet::default()).len(), 1);
+        assert_eq!(import_batches("s", KeySet::default().iter()).len(), 1);
     }
 
     #[test]
     fn keys_with_line_breaks_follow_the_import_through_the_contexts_api() {
         let target = KeySet::from_keys(["a", "new\nline", "b", "cr\rkey"]);
-        let batches = import_batches("s", &target);
+        let batches = import_batches("s", target.iter());
         assert_eq!(batches.len(), 2);
         assert!(
             matches!(&batches[0], Batch::Import { mode: ImportMode::Replace, keys, .. } if keys.len() == 2)

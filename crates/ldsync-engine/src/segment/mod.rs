@@ -6,18 +6,22 @@
 
 mod batches;
 mod stage;
+mod store;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
 use ldsync_config::SegmentSpec;
 use ldsync_core::{SegmentKey, Source, SyncName};
-use ldsync_diff::{diff, KeySet};
+use ldsync_diff::{Committed, Delta, KeySet};
 use ldsync_launchdarkly::{is_import_conflict, LaunchDarklyClient, NewBigSegment};
 use ldsync_state::{Journal, Plan, Rejection, RunRecord, StateDir};
 use serde::{Deserialize, Serialize};
 
-use self::batches::{csv, import_batches, member_batches, Batch};
+use self::{
+    batches::{csv, import_batches, member_batches, Batch},
+    store::{SegmentStore, StoreError},
+};
 use crate::{Error, Result, RunId, RunOutcome};
 
 /// How many sample keys a plan shows per segment and direction.
@@ -129,11 +133,40 @@ struct PlannedSegment {
     batch_size: usize,
 }
 
-/// A segment's diff, computed by `plan`.
+/// A segment's diff, computed by `plan`, or read back from the journal to finish a plan.
 struct Planned {
     key: String,
-    target: KeySet,
+    /// The membership the delta was computed against.
+    committed: Committed,
+    delta: Delta,
     import: bool,
+    batch_size: usize,
+}
+
+impl Planned {
+    /// The batches that deliver the delta: a pure function of the membership and the delta,
+    /// so a resumed run sends exactly what the crashed run promised. `target` holds the whole
+    /// new membership's delta against the base when the segment goes by import.
+    fn batches<'a>(&'a self, target: Option<&'a Delta>) -> Vec<Batch<'a>> {
+        match target {
+            Some(composed) => import_batches(
+                &self.key,
+                ldsync_diff::applied(self.committed.base(), composed).map(|(_, key)| key),
+            ),
+            None => {
+                member_batches(&self.key, &self.delta.adds, &self.delta.removes, self.batch_size)
+            }
+        }
+    }
+
+    /// For an import, the new membership as one delta against the base.
+    fn import_target(&self) -> Option<Delta> {
+        self.import.then(|| self.committed.delta().compose(&self.delta))
+    }
+}
+
+fn delta_file(segment: &str, part: &str) -> String {
+    format!("{segment}.{part}")
 }
 
 impl<S: Source> SegmentSync<'_, S> {
@@ -149,13 +182,15 @@ impl<S: Source> SegmentSync<'_, S> {
         |source| Error::Snapshot { sync: self.sync(), source }
     }
 
-    fn committed(&self, journal: &Journal, segment: &str) -> Result<KeySet> {
-        let path = journal.snapshot_path(segment);
-        if path.exists() {
-            KeySet::read_file(&path).map_err(self.snapshot_error())
-        } else {
-            Ok(KeySet::default())
+    fn store_error(&self) -> impl Fn(StoreError) -> Error + '_ {
+        |error| match error {
+            StoreError::State(source) => Error::State { sync: self.sync(), source },
+            StoreError::Snapshot(source) => Error::Snapshot { sync: self.sync(), source },
         }
+    }
+
+    fn committed(&self, journal: &Journal, segment: &str) -> Result<Committed> {
+        SegmentStore::new(journal, segment).load().map_err(self.store_error())
     }
 
     /// Runs the query and the diff; sends nothing and writes nothing.
@@ -213,13 +248,41 @@ impl<S: Source> SegmentSync<'_, S> {
         result
     }
 
+    /// The plan a previous run promised, read back with its deltas.
+    fn pending(&self, journal: &Journal) -> Result<Option<(String, Vec<Planned>)>> {
+        let Some(plan) = journal.pending::<SegmentPlan>().map_err(self.state_error())? else {
+            return Ok(None);
+        };
+        let mut segments = Vec::new();
+        for segment in plan.body.segments {
+            let store = SegmentStore::new(journal, &segment.key);
+            if store.committed_run().map_err(self.store_error())?.as_deref() == Some(&plan.run_id) {
+                continue; // committed before the crash
+            }
+            let read = |part: &str| -> Result<KeySet> {
+                let path = journal
+                    .target_path(&delta_file(&segment.key, part))
+                    .map_err(self.state_error())?;
+                KeySet::read_file(&path).map_err(self.snapshot_error())
+            };
+            segments.push(Planned {
+                committed: store.load().map_err(self.store_error())?,
+                delta: Delta { adds: read("adds")?, removes: read("removes")? },
+                key: segment.key,
+                import: segment.import,
+                batch_size: segment.batch_size,
+            });
+        }
+        Ok(Some((plan.run_id, segments)))
+    }
+
     async fn run_locked(&self, journal: &Journal, options: RunOptions) -> Result<SegmentReport> {
         // 1. Finish a plan a previous run promised and did not commit.
-        let resumed = match journal.pending::<SegmentPlan>().map_err(self.state_error())? {
-            Some(plan) => {
-                tracing::info!(sync = %self.name, run_id = %plan.run_id, "Finishing the plan of an interrupted run.");
-                self.deliver_or_abandon(journal, &plan.body, options).await?;
-                Some(plan.run_id)
+        let resumed = match self.pending(journal)? {
+            Some((run_id, segments)) => {
+                tracing::info!(sync = %self.name, run_id = %run_id, "Finishing the plan of an interrupted run.");
+                self.deliver_or_abandon(journal, &run_id, &segments, options).await?;
+                Some(run_id)
             }
             None => None,
         };
@@ -234,26 +297,28 @@ impl<S: Source> SegmentSync<'_, S> {
             report.outcome = RunOutcome::Unchanged;
             return Ok(report);
         }
-        // 3. Journal: targets first, then the plan that promises them.
+        // 3. Journal: the deltas first, then the plan that promises them.
         let mut plan = SegmentPlan { segments: Vec::new() };
         for segment in &planned {
-            let path = journal.target_path(&segment.key).map_err(self.state_error())?;
-            segment.target.write_file(&path).map_err(self.snapshot_error())?;
+            for (part, keys) in [("adds", &segment.delta.adds), ("removes", &segment.delta.removes)]
+            {
+                let path = journal
+                    .target_path(&delta_file(&segment.key, part))
+                    .map_err(self.state_error())?;
+                keys.write_file(&path).map_err(self.snapshot_error())?;
+            }
             plan.segments.push(PlannedSegment {
                 key: segment.key.clone(),
                 import: segment.import,
-                batch_size: self.spec.batch_size as usize,
+                batch_size: segment.batch_size,
             });
         }
-        drop(planned);
-        let promise = Plan {
-            run_id: report.run_id.to_string(),
-            created_at: Utc::now().to_rfc3339(),
-            body: plan,
-        };
+        let run_id = report.run_id.to_string();
+        let promise =
+            Plan { run_id: run_id.clone(), created_at: Utc::now().to_rfc3339(), body: plan };
         journal.begin(&promise).map_err(self.state_error())?;
         // 4. Deliver, then 5. commit.
-        self.deliver_or_abandon(journal, &promise.body, options).await?;
+        self.deliver_or_abandon(journal, &run_id, &planned, options).await?;
         report.outcome = RunOutcome::Succeeded;
         tracing::info!(
             sync = %self.name,
@@ -274,30 +339,32 @@ impl<S: Source> SegmentSync<'_, S> {
     ) -> Result<(SegmentReport, Vec<Planned>)> {
         let sync = self.sync();
         let clock = std::time::Instant::now();
-        let staged = stage::stage(
-            &sync,
-            self.source,
-            self.spec.query.as_str(),
-            self.spec.key.as_ref(),
-            self.progress,
-        )
-        .await?;
-        let staged_ms = clock.elapsed().as_millis();
-        let mut targets: BTreeMap<String, KeySet> =
-            staged.segments.into_iter().map(|(key, builder)| (key, builder.build())).collect();
-        tracing::debug!(
-            sync = %sync,
-            rows = staged.rows,
-            query_and_stage_ms = staged_ms,
-            order_ms = clock.elapsed().as_millis() - staged_ms,
-            "Staged the query's keys."
-        );
+        let load = |segment: &str| self.committed(journal, segment);
+        // The one segment's membership loads on a thread of its own while the query starts.
+        let fixed = self.spec.key.as_ref().map(|key| {
+            let store = SegmentStore::new(journal, key.as_str());
+            let loading = tokio::task::spawn_blocking(move || store.load());
+            (key, async move {
+                let loaded = loading.await.map_err(|error| Error::Internal {
+                    sync: self.sync(),
+                    message: format!("loading the committed membership failed: {error}"),
+                })?;
+                loaded.map_err(self.store_error())
+            })
+        });
+        let staged =
+            stage::stage(&sync, self.source, self.spec.query.as_str(), fixed, &load, self.progress)
+                .await?;
+        let mut segments = staged.segments;
         if self.spec.key.is_none() {
             // A fanned-out segment the query no longer names is emptied, not forgotten.
-            for name in journal.snapshot_names().map_err(self.state_error())? {
-                targets.entry(name).or_default();
+            for name in journal.snapshot_dirs().map_err(self.state_error())? {
+                if !segments.contains_key(&name) {
+                    segments.insert(name.clone(), load(&name)?.into_probe());
+                }
             }
         }
+        let staged_ms = clock.elapsed().as_millis();
         let mut report = SegmentReport {
             sync: sync.clone(),
             run_id: RunId::new(),
@@ -310,40 +377,50 @@ impl<S: Source> SegmentSync<'_, S> {
             refusal: None,
         };
         let mut planned = Vec::new();
-        for (key, target) in targets {
-            let clock = std::time::Instant::now();
-            let committed = self.committed(journal, &key)?;
-            tracing::debug!(segment = %key, members = committed.len(), read_ms = clock.elapsed().as_millis(), "Read the committed snapshot.");
-            let first_load = !journal.snapshot_path(&key).exists();
-            let import = options.backfill
-                || (first_load && target.len() as u64 >= self.spec.import_threshold);
-            let changes = diff(&committed, &target);
-            let (adds, removes) = (changes.add_count() as u64, changes.remove_count() as u64);
+        for (key, probe) in segments {
+            let first_load = !SegmentStore::new(journal, &key).exists();
+            let (committed, delta) = probe.finish();
+            let before = committed.len() as u64;
+            let after = before - delta.removes.len() as u64 + delta.adds.len() as u64;
+            let import = options.backfill || (first_load && after >= self.spec.import_threshold);
+            let (adds, removes) = (delta.adds.len() as u64, delta.removes.len() as u64);
             if !options.allow_mass_removal && report.refusal.is_none() {
-                report.refusal =
-                    self.guardrail(&key, committed.len() as u64, target.len() as u64, removes);
+                report.refusal = self.guardrail(&key, before, after, removes);
             }
-            let requests = if import {
-                import_batches(&key, &target).len()
-            } else {
-                member_batches(&key, &committed, &target, self.spec.batch_size as usize).len()
+            let segment = Planned {
+                key: key.clone(),
+                committed,
+                delta,
+                import,
+                batch_size: self.spec.batch_size as usize,
+            };
+            let target = segment.import_target();
+            let requests = segment.batches(target.as_ref()).len();
+            let sample = |keys: &KeySet| -> Vec<String> {
+                keys.iter().take(SAMPLES).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
             };
             report.segments.push(SegmentChanges {
-                segment: key.clone(),
-                members_before: committed.len() as u64,
-                members_after: target.len() as u64,
+                segment: key,
+                members_before: before,
+                members_after: after,
                 adds,
                 removes,
-                sample_adds: changes.adds().take(SAMPLES).map(str::to_owned).collect(),
-                sample_removes: changes.removes().take(SAMPLES).map(str::to_owned).collect(),
+                sample_adds: sample(&segment.delta.adds),
+                sample_removes: sample(&segment.delta.removes),
                 via_import: import,
                 requests: requests as u64,
             });
-            drop(changes);
             if import || adds + removes > 0 {
-                planned.push(Planned { key, target, import });
+                planned.push(segment);
             }
         }
+        tracing::debug!(
+            sync = %sync,
+            rows = report.rows,
+            query_and_diff_ms = staged_ms,
+            finish_ms = clock.elapsed().as_millis() - staged_ms,
+            "Diffed the query's keys against the committed membership."
+        );
         Ok((report, planned))
     }
 
@@ -371,10 +448,11 @@ impl<S: Source> SegmentSync<'_, S> {
     async fn deliver_or_abandon(
         &self,
         journal: &Journal,
-        plan: &SegmentPlan,
+        run_id: &str,
+        plan: &[Planned],
         options: RunOptions,
     ) -> Result<()> {
-        let result = self.deliver_and_commit(journal, plan, options).await;
+        let result = self.deliver_and_commit(journal, run_id, plan, options).await;
         if let Err(error @ Error::LaunchDarkly { .. }) = &result {
             if !ldsync_core::Classify::is_retryable(error) {
                 tracing::warn!(sync = %self.name, error = %crate::chain(error), "LaunchDarkly refused a batch; the plan is abandoned and the next run plans again.");
@@ -387,31 +465,19 @@ impl<S: Source> SegmentSync<'_, S> {
     async fn deliver_and_commit(
         &self,
         journal: &Journal,
-        plan: &SegmentPlan,
+        run_id: &str,
+        plan: &[Planned],
         options: RunOptions,
     ) -> Result<()> {
         let acked = journal.acknowledged().map_err(self.state_error())?;
-        for segment in &plan.segments {
+        for segment in plan {
             let ld_error = |source| Error::LaunchDarkly {
                 sync: self.sync(),
                 segment: segment.key.clone(),
                 source: Box::new(source),
             };
-            let target_path = journal.target_path(&segment.key).map_err(self.state_error())?;
-            if !target_path.exists() {
-                continue; // committed before the crash
-            }
-            let target = KeySet::read_file(&target_path).map_err(self.snapshot_error())?;
-            let previous = if segment.import {
-                KeySet::default()
-            } else {
-                self.committed(journal, &segment.key)?
-            };
-            let batches = if segment.import {
-                import_batches(&segment.key, &target)
-            } else {
-                member_batches(&segment.key, &previous, &target, segment.batch_size)
-            };
+            let target = segment.import_target();
+            let batches = segment.batches(target.as_ref());
             if batches.iter().all(|batch| acked.contains(batch.id())) {
                 continue;
             }
@@ -423,13 +489,19 @@ impl<S: Source> SegmentSync<'_, S> {
             for (done, batch) in (1..).zip(&batches) {
                 if !acked.contains(batch.id()) {
                     self.deliver(&segment.key, batch, options).await.map_err(ld_error)?;
-                    journal.acknowledge(batch.id()).map_err(self.state_error())?;
+                    // Sending a segment batch twice changes nothing, so its acknowledgement
+                    // need not reach the disk before the next batch goes.
+                    journal.acknowledge_lazily(batch.id()).map_err(self.state_error())?;
                 }
                 self.progress.batches(done, total);
             }
         }
-        let names: Vec<String> = plan.segments.iter().map(|s| s.key.clone()).collect();
-        journal.commit(&names).map_err(self.state_error())
+        for segment in plan {
+            SegmentStore::new(journal, &segment.key)
+                .commit(&segment.committed, &segment.delta, segment.import, run_id)
+                .map_err(self.store_error())?;
+        }
+        journal.commit(&[]).map_err(self.state_error())
     }
 
     async fn deliver(

@@ -1,10 +1,11 @@
-//! The stage step of a segment sync: rows → one key set per segment, and rejections.
+//! The stage step of a segment sync: rows → each segment's diff against its committed
+//! membership, probed key by key as the rows arrive, and rejections.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use futures_util::TryStreamExt;
-use ldsync_core::{RowBatch, SegmentKey, Source, Value, DEFAULT_BATCH_ROWS};
-use ldsync_diff::KeySetBuilder;
+use ldsync_core::{SegmentKey, Source, TextBatch, TextCell, DEFAULT_BATCH_ROWS};
+use ldsync_diff::{Committed, Probe};
 use ldsync_state::Rejection;
 
 use crate::{Error, Result};
@@ -15,8 +16,8 @@ pub(crate) const KEPT_REJECTIONS: usize = 1_000;
 /// The query result, staged.
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
-    /// Keys per segment (builders: not yet ordered).
-    pub(crate) segments: BTreeMap<String, KeySetBuilder>,
+    /// Per segment: the diff of its keys against its committed membership, under way.
+    pub(crate) segments: BTreeMap<String, Probe>,
     /// Rows read.
     pub(crate) rows: u64,
     /// Rows rejected, in all.
@@ -25,13 +26,8 @@ pub(crate) struct Staged {
     pub(crate) rejections: Vec<Rejection>,
 }
 
-/// Where the contract's columns are in the result.
-struct Columns {
-    context_key: usize,
-    segment_key: Option<usize>,
-}
-
-fn columns(sync: &str, batch: &RowBatch, fixed_segment: bool) -> Result<Columns> {
+/// Whether the query's columns meet the contract; the columns to read.
+fn check_columns(sync: &str, batch: &TextBatch, fixed_segment: bool) -> Result<()> {
     let found = || {
         if batch.columns.is_empty() {
             "it returned no columns".to_owned()
@@ -41,34 +37,35 @@ fn columns(sync: &str, batch: &RowBatch, fixed_segment: bool) -> Result<Columns>
         }
     };
     let contract = |message: String| Error::Contract { sync: sync.to_owned(), message };
-    let context_key = batch.column_index("context_key").ok_or_else(|| {
-        contract(format!(
+    if !batch.present[0] {
+        return Err(contract(format!(
             "the query must return a `context_key` column (for example `select user_id as context_key …`); {}",
             found()
-        ))
-    })?;
-    let segment_key = batch.column_index("segment_key");
-    match (fixed_segment, segment_key) {
-        (true, Some(_)) => Err(contract(
+        )));
+    }
+    let has_segment_key = batch.columns.iter().any(|c| c == "segment_key");
+    match (fixed_segment, has_segment_key) {
+        (true, true) => Err(contract(
             "the query returns `segment_key`, but the sync names its segment with `key`: drop one of them"
                 .to_owned(),
         )),
-        (false, None) => Err(contract(format!(
+        (false, false) => Err(contract(format!(
             "the sync has no `key`, so the query must return a `segment_key` column naming each row's segment; {}",
             found()
         ))),
-        _ => Ok(Columns { context_key, segment_key }),
+        _ => Ok(()),
     }
 }
 
-/// The text of a key column (borrowed when it is text), or why the row is rejected.
-fn key_text<'v>(value: &'v Value, column: &str) -> Result<Cow<'v, str>, String> {
-    match value {
-        Value::Text(text) if text.is_empty() => Err(format!("`{column}` is empty")),
-        Value::Text(text) => Ok(Cow::Borrowed(text)),
-        Value::Int(number) => Ok(Cow::Owned(number.to_string())),
-        Value::Null => Err(format!("`{column}` is NULL")),
-        other => Err(format!("`{column}` is a {}, expected text", other.type_name())),
+/// The text of a key cell, or why the row is rejected.
+fn key_text<'c>(cell: TextCell<'c>, column: &str) -> Result<&'c str, String> {
+    match cell {
+        TextCell::Text([]) => Err(format!("`{column}` is empty")),
+        TextCell::Text(bytes) => {
+            std::str::from_utf8(bytes).map_err(|_| format!("`{column}` is not valid UTF-8"))
+        }
+        TextCell::Null => Err(format!("`{column}` is NULL")),
+        TextCell::Other(type_name) => Err(format!("`{column}` is a {type_name}, expected text")),
     }
 }
 
@@ -81,60 +78,85 @@ impl Staged {
     }
 }
 
-/// Runs the query and stages its rows.
+/// Runs the query and diffs its keys, segment by segment, against what `committed` loads
+/// (a segment's membership, read the first time the segment appears). A sync with one segment
+/// passes its membership as `fixed_segment`, still loading: the query starts meanwhile.
 pub(crate) async fn stage<S: Source>(
     sync: &str,
     source: &S,
     query: &str,
-    fixed_segment: Option<&SegmentKey>,
+    fixed_segment: Option<(&SegmentKey, impl std::future::Future<Output = Result<Committed>>)>,
+    committed: &(dyn Fn(&str) -> Result<Committed> + Sync),
     progress: &dyn crate::Progress,
 ) -> Result<Staged> {
     let mut staged = Staged::default();
-    if let Some(key) = fixed_segment {
-        staged.segments.insert(key.to_string(), KeySetBuilder::new());
-    }
-    let mut batches = source.fetch(query, &[], DEFAULT_BATCH_ROWS);
-    let mut layout = None;
+    let wanted: &[&str] =
+        if fixed_segment.is_some() { &["context_key"] } else { &["context_key", "segment_key"] };
+    let mut batches = source.fetch_text(query, wanted, DEFAULT_BATCH_ROWS);
+    let fixed = match fixed_segment {
+        Some((key, members)) => {
+            staged.segments.insert(key.to_string(), members.await?.into_probe());
+            Some(key.as_str())
+        }
+        None => None,
+    };
+    let mut checked = false;
+    // The segment of the previous row: rows of one segment tend to come together.
+    let mut last: Option<String> = None;
     while let Some(batch) = batches.try_next().await.map_err(|source| {
         let retryable = ldsync_core::Classify::is_retryable(&source);
         Error::Source { sync: sync.to_owned(), source: Box::new(source), retryable }
     })? {
-        if layout.is_none() {
-            layout = Some(columns(sync, &batch, fixed_segment.is_some())?);
+        if !checked {
+            check_columns(sync, &batch, fixed.is_some())?;
+            checked = true;
         }
-        let layout = layout.as_ref().expect("set from the first batch");
-        progress.rows_read(staged.rows + batch.rows.len() as u64);
-        for row in &batch.rows {
+        progress.rows_read(staged.rows + batch.rows() as u64);
+        if let Some(fixed) = fixed {
+            let mut keys = Vec::with_capacity(batch.rows());
+            for row in 0..batch.rows() {
+                staged.rows += 1;
+                match key_text(batch.cell(row, 0), "context_key") {
+                    Ok(key) => keys.push(key.as_bytes()),
+                    Err(reason) => staged.reject(staged.rows, None, reason),
+                }
+            }
+            staged.segments.get_mut(fixed).expect("inserted above").offer_many(keys);
+            continue;
+        }
+        for row in 0..batch.rows() {
             staged.rows += 1;
             let position = staged.rows;
-            let key = match key_text(&row[layout.context_key], "context_key") {
+            let key = match key_text(batch.cell(row, 0), "context_key") {
                 Ok(key) => key,
                 Err(reason) => {
                     staged.reject(position, None, reason);
                     continue;
                 }
             };
-            let segment: Cow<'_, str> = match (fixed_segment, layout.segment_key) {
-                (Some(fixed), _) => Cow::Borrowed(fixed.as_str()),
-                (None, Some(column)) => {
-                    match key_text(&row[column], "segment_key").and_then(|text| {
-                        SegmentKey::new(text.into_owned()).map_err(|err| err.to_string())
-                    }) {
-                        Ok(segment) => Cow::Owned(segment.to_string()),
-                        Err(reason) => {
-                            staged.reject(position, Some(key.into_owned()), reason);
-                            continue;
-                        }
-                    }
+            let segment = match key_text(batch.cell(row, 1), "segment_key") {
+                Ok(segment) => segment,
+                Err(reason) => {
+                    staged.reject(position, Some(key.to_owned()), reason);
+                    continue;
                 }
-                (None, None) => unreachable!("`columns` requires segment_key without a fixed key"),
             };
-            // The common case, a segment already seen, costs no allocation.
-            if let Some(builder) = staged.segments.get_mut(segment.as_ref()) {
-                builder.push(key.as_bytes());
-            } else {
-                staged.segments.entry(segment.into_owned()).or_default().push(key.as_bytes());
+            if last.as_deref() != Some(segment) {
+                if !staged.segments.contains_key(segment) {
+                    if let Err(error) = SegmentKey::new(segment.to_owned()) {
+                        staged.reject(position, Some(key.to_owned()), error.to_string());
+                        continue;
+                    }
+                    let members = committed(segment)?;
+                    staged.segments.insert(segment.to_owned(), members.into_probe());
+                }
+                last = Some(segment.to_owned());
             }
+            staged
+                .segments
+                .get_mut(last.as_deref().expect("set above"))
+                .expect("inserted above")
+                .offer(key.as_bytes());
         }
     }
     Ok(staged)

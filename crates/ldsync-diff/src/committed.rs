@@ -1,0 +1,409 @@
+//! The committed membership of a segment, and the diff of a query's keys against it as they
+//! stream in.
+//!
+//! What LaunchDarkly holds is a base snapshot plus a small delta committed on top of it
+//! ([`Committed`]). A run offers each key the query returns to a [`Probe`] while the rows
+//! arrive: a key the membership holds is marked, any other key is an add. When the query ends,
+//! the unmarked members are the removes. Nothing is sorted but the adds, and nothing of the
+//! query's result is kept but the adds: a run that changes 1 % of a segment orders 1 % of it.
+//!
+//! A commit composes the run's delta with the committed one ([`Delta::compose`]); when the
+//! delta has grown past a share of the base, the two are folded into a new base
+//! ([`write_applied`]).
+
+use std::path::Path;
+
+use crate::{
+    fingerprint, merge::order, write_sorted, Index, KeySet, KeySetBuilder, MappedKeySet,
+    SnapshotError, SortedKeys,
+};
+
+/// The members a run adds and removes, each set ordered by (fingerprint, bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Keys to add: not members before.
+    pub adds: KeySet,
+    /// Keys to remove: members before.
+    pub removes: KeySet,
+}
+
+impl Delta {
+    /// Adds plus removes.
+    pub fn len(&self) -> usize {
+        self.adds.len() + self.removes.len()
+    }
+
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The delta of `self` followed by `next` (which was computed against the membership with
+    /// `self` applied), against the same base: a key added then removed, or removed then added
+    /// back, drops out.
+    #[must_use]
+    pub fn compose(&self, next: &Delta) -> Delta {
+        Delta {
+            adds: union(&minus(&self.adds, &next.removes), &minus(&next.adds, &self.removes)),
+            removes: union(&minus(&self.removes, &next.adds), &minus(&next.removes, &self.adds)),
+        }
+    }
+}
+
+/// Keys of `a` not in `b`.
+fn minus(a: &KeySet, b: &KeySet) -> KeySet {
+    let mut out = KeySet::default();
+    let mut j = 0;
+    for i in 0..a.len() {
+        while j < b.len() && order(b, j, a, i).is_lt() {
+            j += 1;
+        }
+        if j < b.len() && order(b, j, a, i).is_eq() {
+            continue;
+        }
+        out.push(a.key(i), a.fingerprint(i));
+    }
+    out
+}
+
+/// The union of two sets.
+fn union(a: &KeySet, b: &KeySet) -> KeySet {
+    let mut out = KeySet::default();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j == b.len() || (i < a.len() && order(a, i, b, j).is_le());
+        if take_a {
+            if j < b.len() && order(a, i, b, j).is_eq() {
+                j += 1;
+            }
+            out.push(a.key(i), a.fingerprint(i));
+            i += 1;
+        } else {
+            out.push(b.key(j), b.fingerprint(j));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A segment's committed membership: the base snapshot and the delta committed on top of it.
+#[derive(Debug, Default)]
+pub struct Committed {
+    base: MappedKeySet,
+    base_index: Index,
+    delta: Delta,
+    adds_index: Index,
+    removes_index: Index,
+}
+
+impl Committed {
+    /// The membership `base` with `delta` applied (the delta's adds are not in the base, its
+    /// removes are).
+    pub fn new(base: MappedKeySet, delta: Delta) -> Self {
+        Self {
+            base_index: Index::build(&base),
+            adds_index: Index::build(&delta.adds),
+            removes_index: Index::build(&delta.removes),
+            base,
+            delta,
+        }
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.base.len() - self.delta.removes.len() + self.delta.adds.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The base snapshot.
+    pub fn base(&self) -> &MappedKeySet {
+        &self.base
+    }
+
+    /// The delta committed on top of the base.
+    pub fn delta(&self) -> &Delta {
+        &self.delta
+    }
+
+    /// Starts diffing a query's keys against this membership.
+    pub fn into_probe(self) -> Probe {
+        Probe {
+            base_seen: vec![0; self.base.len().div_ceil(64)],
+            adds_seen: vec![0; self.delta.adds.len().div_ceil(64)],
+            new: KeySetBuilder::new(),
+            committed: self,
+        }
+    }
+
+    /// Whether `key` is a member.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let fp = fingerprint(key);
+        if self.adds_index.find(&self.delta.adds, fp).is_some() {
+            return true;
+        }
+        self.removes_index.find(&self.delta.removes, fp).is_none()
+            && self.base_index.find(&self.base, fp).is_some()
+    }
+}
+
+fn mark(bits: &mut [u64], position: usize) {
+    bits[position / 64] |= 1 << (position % 64);
+}
+
+fn marked(bits: &[u64], position: usize) -> bool {
+    bits[position / 64] & (1 << (position % 64)) != 0
+}
+
+/// The diff of a query's keys against a [`Committed`] membership, fed one key at a time.
+#[derive(Debug)]
+pub struct Probe {
+    committed: Committed,
+    base_seen: Vec<u64>,
+    adds_seen: Vec<u64>,
+    new: KeySetBuilder,
+}
+
+impl Probe {
+    /// The membership the keys are diffed against.
+    pub fn committed(&self) -> &Committed {
+        &self.committed
+    }
+
+    /// Offers one key of the query's result (duplicates are fine).
+    pub fn offer(&mut self, key: &[u8]) {
+        let fp = fingerprint(key);
+        let range = self.committed.base_index.bucket_range(fp);
+        self.offer_at(key, fp, range);
+    }
+
+    /// Offers keys of the query's result, as [`Probe::offer`] does one by one, but faster:
+    /// the fingerprints of a group of keys are read from the snapshot together, so that their
+    /// trips to memory overlap instead of following one another.
+    pub fn offer_many<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        const GROUP: usize = 16;
+        let mut keys = keys.into_iter().peekable();
+        let mut group: [(&[u8], u128, std::ops::Range<usize>); GROUP] =
+            std::array::from_fn(|_| (&[][..], 0, 0..0));
+        while keys.peek().is_some() {
+            let mut len = 0;
+            while len < GROUP {
+                let Some(key) = keys.next() else { break };
+                let fp = fingerprint(key);
+                group[len] = (key, fp, self.committed.base_index.bucket_range(fp));
+                len += 1;
+            }
+            // Touch the first fingerprint of every bucket: independent loads, in flight
+            // together; the lookups below then find them in the cache.
+            let base = &self.committed.base;
+            let mut touched = [0_u128; GROUP];
+            for (slot, (_, _, range)) in touched.iter_mut().zip(&group[..len]) {
+                if range.start < range.end {
+                    *slot = base.fingerprint(range.start);
+                }
+            }
+            std::hint::black_box(&touched);
+            for (key, fp, range) in &group[..len] {
+                self.offer_at(key, *fp, range.clone());
+            }
+        }
+    }
+
+    fn offer_at(&mut self, key: &[u8], fp: u128, range: std::ops::Range<usize>) {
+        let committed = &self.committed;
+        if !committed.delta.adds.is_empty() {
+            if let Some(position) = committed.adds_index.find(&committed.delta.adds, fp) {
+                mark(&mut self.adds_seen, position);
+                return;
+            }
+        }
+        if !committed.delta.removes.is_empty()
+            && committed.removes_index.find(&committed.delta.removes, fp).is_some()
+        {
+            self.new.push_with_fingerprint(key, fp);
+            return;
+        }
+        match committed.base_index.find_in(&committed.base, fp, range) {
+            Some(position) => mark(&mut self.base_seen, position),
+            None => self.new.push_with_fingerprint(key, fp),
+        }
+    }
+
+    /// Keys offered so far that are not members (duplicates included).
+    pub fn new_keys(&self) -> usize {
+        self.new.len()
+    }
+
+    /// The delta: keys offered that are not members, and members never offered; and the
+    /// membership, for the commit.
+    pub fn finish(self) -> (Committed, Delta) {
+        let committed = &self.committed;
+        let (base, delta) = (&committed.base, &committed.delta);
+        let mut removes = KeySet::default();
+        let (mut b, mut a) = (0, 0);
+        let next_base = |mut b: usize| {
+            while b < base.len()
+                && (marked(&self.base_seen, b)
+                    || committed.removes_index.find(&delta.removes, base.fingerprint(b)).is_some())
+            {
+                b += 1;
+            }
+            b
+        };
+        let next_add = |mut a: usize| {
+            while a < delta.adds.len() && marked(&self.adds_seen, a) {
+                a += 1;
+            }
+            a
+        };
+        b = next_base(b);
+        a = next_add(a);
+        while b < base.len() || a < delta.adds.len() {
+            if a == delta.adds.len() || (b < base.len() && order(base, b, &delta.adds, a).is_lt()) {
+                removes.push(base.key(b), base.fingerprint(b));
+                b = next_base(b + 1);
+            } else {
+                removes.push(delta.adds.key(a), delta.adds.fingerprint(a));
+                a = next_add(a + 1);
+            }
+        }
+        let adds = self.new.build();
+        (self.committed, Delta { adds, removes })
+    }
+}
+
+/// Writes `base` with `delta` applied to `path`, as a new base snapshot; the keys stream from
+/// the two, never gathered.
+pub fn write_applied(path: &Path, base: &MappedKeySet, delta: &Delta) -> Result<(), SnapshotError> {
+    let count = (base.len() + delta.adds.len() - delta.removes.len()) as u64;
+    let bytes = base.key_bytes() + delta.adds.key_bytes() - delta.removes.key_bytes();
+    write_sorted(path, count, bytes, || applied(base, delta))
+}
+
+/// The keys of `base` with `delta` applied, in order, streamed from the two.
+pub fn applied<'s>(
+    base: &'s MappedKeySet,
+    delta: &'s Delta,
+) -> impl Iterator<Item = (u128, &'s [u8])> + 's {
+    Applied { base, delta, b: 0, r: 0, a: 0 }
+}
+
+/// The keys of a base with a delta applied, in order.
+struct Applied<'s> {
+    base: &'s MappedKeySet,
+    delta: &'s Delta,
+    b: usize,
+    r: usize,
+    a: usize,
+}
+
+impl<'s> Iterator for Applied<'s> {
+    type Item = (u128, &'s [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (base, adds, removes) = (self.base, &self.delta.adds, &self.delta.removes);
+        // Skip base keys the delta removes.
+        while self.b < base.len() {
+            while self.r < removes.len() && order(removes, self.r, base, self.b).is_lt() {
+                self.r += 1;
+            }
+            if self.r < removes.len() && order(removes, self.r, base, self.b).is_eq() {
+                self.b += 1;
+                self.r += 1;
+            } else {
+                break;
+            }
+        }
+        let take_base = self.a == adds.len()
+            || (self.b < base.len() && order(base, self.b, adds, self.a).is_lt());
+        if take_base {
+            if self.b == base.len() {
+                return None;
+            }
+            self.b += 1;
+            Some((base.fingerprint(self.b - 1), base.key(self.b - 1)))
+        } else {
+            self.a += 1;
+            Some((adds.fingerprint(self.a - 1), adds.key(self.a - 1)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn set_of(keys: &BTreeSet<String>) -> KeySet {
+        KeySet::from_keys(keys)
+    }
+
+    fn texts(set: &KeySet) -> BTreeSet<String> {
+        set.iter().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect()
+    }
+
+    /// A membership of `base` with a delta that takes it to `members`.
+    fn committed(dir: &Path, base: &BTreeSet<String>, members: &BTreeSet<String>) -> Committed {
+        let path = dir.join(format!("base-{}.keys", base.len()));
+        set_of(base).write_file(&path).unwrap();
+        let delta = Delta {
+            adds: set_of(&members.difference(base).cloned().collect()),
+            removes: set_of(&base.difference(members).cloned().collect()),
+        };
+        Committed::new(MappedKeySet::open(&path).unwrap(), delta)
+    }
+
+    fn keys() -> impl Strategy<Value = BTreeSet<String>> {
+        prop::collection::btree_set(prop_oneof!["[a-e]{1,3}", "\\PC{0,12}", "[x]{300,400}",], 0..60)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Probing a query's keys gives exactly the adds and removes that take the membership
+        /// to the query's keys; composing and folding deltas keeps the membership.
+        #[test]
+        fn a_probe_diffs_and_a_commit_applies(
+            base in keys(),
+            members in keys(),
+            query in prop::collection::vec(keys(), 1..3),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let committed = committed(dir.path(), &base, &members);
+            prop_assert_eq!(committed.len(), members.len());
+            let current: BTreeSet<String> = query.iter().flatten().cloned().collect();
+            let mut probe = committed.into_probe();
+            // Every key of the query, duplicates included.
+            for (i, part) in query.iter().enumerate() {
+                if i % 2 == 0 {
+                    probe.offer_many(part.iter().map(String::as_bytes));
+                } else {
+                    for key in part {
+                        probe.offer(key.as_bytes());
+                    }
+                }
+            }
+            let (committed, delta) = probe.finish();
+            prop_assert_eq!(texts(&delta.adds), current.difference(&members).cloned().collect::<BTreeSet<_>>());
+            prop_assert_eq!(texts(&delta.removes), members.difference(&current).cloned().collect::<BTreeSet<_>>());
+
+            // Compose with the committed delta, then fold into a new base.
+            let composed = committed.delta().compose(&delta);
+            let folded = dir.path().join("folded.keys");
+            write_applied(&folded, committed.base(), &composed).unwrap();
+            let folded = KeySet::read_file(&folded).unwrap();
+            prop_assert_eq!(texts(&folded), current.clone());
+            let again = Committed::new(MappedKeySet::open(&dir.path().join(format!("base-{}.keys", base.len()))).unwrap(), composed);
+            for key in &current {
+                prop_assert!(again.contains(key.as_bytes()));
+            }
+            prop_assert_eq!(again.len(), current.len());
+        }
+    }
+}
