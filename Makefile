@@ -9,7 +9,7 @@ CARGO_FLAGS := --release --locked
 LDSYNC := $(CARGO_TARGET_DIR)/release/ldsync
 
 .DEFAULT_GOAL := help
-.PHONY: help build fmt check test check-syncs validate-syncs demo bench fuzz ci
+.PHONY: help build fmt check test check-syncs validate-syncs demo bench fuzz chaos ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,5 +64,10 @@ fuzz: ## Fuzz the config parser, the emulator and snapshot files, FUZZ_SECONDS (
 			-- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 			|| exit 1; \
 	done
+
+SEEDS ?= 500
+
+chaos: build ## The long chaos run: SEEDS (500) seeds of every fault at once (make test runs 50)
+	CHAOS_SEEDS=$(SEEDS) $(CARGO) test $(CARGO_FLAGS) --workspace --test cli chaos -- --nocapture
 
 ci: check test ## What CI runs

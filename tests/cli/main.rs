@@ -1,5 +1,6 @@
 //! End-to-end tests of the `ldsync` binary: each runs it as a child process.
 
+mod chaos;
 mod connections;
 mod events;
 mod metrics;

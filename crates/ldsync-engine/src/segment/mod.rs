@@ -189,8 +189,20 @@ impl<S: Source> SegmentSync<'_, S> {
         }
     }
 
-    fn committed(&self, journal: &Journal, segment: &str) -> Result<Committed> {
-        SegmentStore::new(journal, segment).load().map_err(self.store_error())
+    /// The committed membership; for a backfill, which replaces the whole membership anyway,
+    /// a damaged snapshot is reported and read as empty, so that a backfill is the repair.
+    fn committed_or_repair(
+        &self,
+        loaded: std::result::Result<Committed, StoreError>,
+        options: RunOptions,
+    ) -> Result<Committed> {
+        match loaded {
+            Err(StoreError::Snapshot(error)) if options.backfill => {
+                tracing::warn!(sync = %self.name, error = %crate::chain(&error), "The committed snapshot is damaged; the backfill replaces it.");
+                Ok(Committed::default())
+            }
+            loaded => loaded.map_err(self.store_error()),
+        }
     }
 
     /// Runs the query and the diff; sends nothing and writes nothing.
@@ -278,7 +290,17 @@ impl<S: Source> SegmentSync<'_, S> {
 
     async fn run_locked(&self, journal: &Journal, options: RunOptions) -> Result<SegmentReport> {
         // 1. Finish a plan a previous run promised and did not commit.
-        let resumed = match self.pending(journal)? {
+        let pending = match self.pending(journal) {
+            // A backfill replaces every membership: a plan it cannot read back is dropped
+            // (sending a segment's changes again is harmless).
+            Err(Error::Snapshot { source, .. }) if options.backfill => {
+                tracing::warn!(sync = %self.name, error = %crate::chain(&source), "The pending plan cannot be read back; the backfill replaces it.");
+                journal.abandon().map_err(self.state_error())?;
+                None
+            }
+            pending => pending?,
+        };
+        let resumed = match pending {
             Some((run_id, segments)) => {
                 tracing::info!(sync = %self.name, run_id = %run_id, "Finishing the plan of an interrupted run.");
                 self.deliver_or_abandon(journal, &run_id, &segments, options).await?;
@@ -339,7 +361,9 @@ impl<S: Source> SegmentSync<'_, S> {
     ) -> Result<(SegmentReport, Vec<Planned>)> {
         let sync = self.sync();
         let clock = std::time::Instant::now();
-        let load = |segment: &str| self.committed(journal, segment);
+        let load = |segment: &str| {
+            self.committed_or_repair(SegmentStore::new(journal, segment).load(), options)
+        };
         // The one segment's membership loads on a thread of its own while the query starts.
         let fixed = self.spec.key.as_ref().map(|key| {
             let store = SegmentStore::new(journal, key.as_str());
@@ -349,7 +373,7 @@ impl<S: Source> SegmentSync<'_, S> {
                     sync: self.sync(),
                     message: format!("loading the committed membership failed: {error}"),
                 })?;
-                loaded.map_err(self.store_error())
+                self.committed_or_repair(loaded, options)
             })
         });
         let staged =
