@@ -3,6 +3,7 @@
 mod chaos;
 mod connections;
 mod events;
+mod hostile;
 mod metrics;
 mod secrets;
 mod segments;

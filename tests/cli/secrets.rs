@@ -121,4 +121,60 @@ async fn no_command_prints_or_stores_a_secret() {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o077;
         assert_eq!(mode, 0, "{} is readable by others", path.display());
     }
+    assert_folders_are_private(&state);
+    assert_only_the_authorization_header_holds_the_token(&emulator);
+}
+
+/// Every folder under `state`, itself included, is closed to others.
+fn assert_folders_are_private(state: &Path) {
+    let mut folders = vec![state.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o077;
+        assert_eq!(mode, 0, "{} is open to others", folder.display());
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            if entry.path().is_dir() {
+                folders.push(entry.path());
+            }
+        }
+    }
+}
+
+/// What LaunchDarkly received: the token in the `Authorization` header and nowhere else, the
+/// password nowhere.
+fn assert_only_the_authorization_header_holds_the_token(emulator: &Emulator) {
+    let requests = emulator.request_log();
+    assert!(requests.len() > 5, "{} requests", requests.len());
+    for request in &requests {
+        let (method, uri) = (&request.method, &request.uri);
+        let body = String::from_utf8_lossy(&request.body);
+        for secret in [TOKEN, PASSWORD] {
+            assert!(!uri.contains(secret), "{method} {uri} carries a secret");
+            assert!(!body.contains(secret), "the body of {method} {uri} carries a secret");
+            for (name, value) in &request.headers {
+                if name == "authorization" && secret == TOKEN {
+                    assert_eq!(value.trim(), TOKEN, "{method} {uri}");
+                } else {
+                    assert!(
+                        !value.contains(secret),
+                        "header {name} of {method} {uri} carries a secret"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn serve_and_the_emulator_listen_on_loopback_unless_told_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    for (command, default) in
+        [("serve", "[default: 127.0.0.1:9184]"), ("emulator", "[default: 127.0.0.1]")]
+    {
+        let output = ldsync(dir.path(), &[]).args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            help.contains(default),
+            "`ldsync {command} --help` does not default to loopback:\n{help}"
+        );
+    }
 }

@@ -47,7 +47,7 @@ pub use faults::{FaultKind, FaultSpec, DEFAULT_TRICKLE_DELAY};
 pub use imports::{MAX_IMPORT_FILE_BYTES, MAX_IMPORT_KEYS};
 pub use limits::{RateLimitSpec, DEFAULT_WINDOW};
 pub use route::RoutePattern;
-pub use server::{app, serve_until, Emulator};
+pub use server::{app, serve_until, Emulator, LoggedRequest, REQUEST_LOG_BODY, REQUEST_LOG_LEN};
 pub use snapshot::{
     EnvironmentSnapshot, EventPayload, ImportSnapshot, ProjectSnapshot, SegmentSnapshot, Snapshot,
     Stats,

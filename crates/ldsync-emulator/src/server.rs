@@ -48,6 +48,27 @@ pub(crate) struct Inner {
     pub(crate) faults: FaultEngine,
     pub(crate) import_delay: Duration,
     pub(crate) dirty: bool,
+    /// The latest requests as received, for tests that check what a client sends.
+    pub(crate) requests: std::collections::VecDeque<LoggedRequest>,
+}
+
+/// The most requests [`Emulator::request_log`] keeps (the oldest go first).
+pub const REQUEST_LOG_LEN: usize = 2_000;
+/// The most bytes of a body the request log keeps.
+pub const REQUEST_LOG_BODY: usize = 1 << 20;
+
+/// One request as the emulator received it: everything a client sent, for checks such as
+/// "the token appears in the `Authorization` header and nowhere else".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// The method.
+    pub method: String,
+    /// The path and query.
+    pub uri: String,
+    /// Every header, in order, as (name, value); values that are not text are shown lossily.
+    pub headers: Vec<(String, String)>,
+    /// The body as sent (its first [`REQUEST_LOG_BODY`] bytes).
+    pub body: Vec<u8>,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -68,6 +89,7 @@ impl Shared {
                 faults: FaultEngine::new(config.faults.clone(), config.seed),
                 import_delay: config.import_delay,
                 dirty: false,
+                requests: std::collections::VecDeque::new(),
             }),
             tokens: config.tokens.clone(),
             projects: config.projects.clone(),
@@ -79,6 +101,7 @@ impl Shared {
         let mut inner = self.lock();
         inner.model = Model::new(&self.projects);
         inner.stats = Stats::default();
+        inner.requests.clear();
         inner.limiter = Limiter::new(inner.limiter.specs());
         let (specs, seed) = (inner.faults.specs(), inner.faults.seed());
         inner.faults = FaultEngine::new(specs, seed);
@@ -286,7 +309,32 @@ fn rate_headers(resp: &mut Response, d: &Decision) {
 }
 
 /// Runs before every emulated route: counts, authenticates, rate-limits and injects faults.
-async fn gate(State(shared): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn gate(State(shared): State<AppState>, req: Request, next: Next) -> Response {
+    // The body is read once here, logged, and handed on unchanged.
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::bad_request("the request body could not be read").into_response();
+    };
+    let logged = LoggedRequest {
+        method: parts.method.as_str().to_owned(),
+        uri: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+            })
+            .collect(),
+        body: bytes[..bytes.len().min(REQUEST_LOG_BODY)].to_vec(),
+    };
+    {
+        let mut inner = shared.lock();
+        if inner.requests.len() == REQUEST_LOG_LEN {
+            inner.requests.pop_front();
+        }
+        inner.requests.push_back(logged);
+    }
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let template = route_template(&path);
@@ -581,6 +629,11 @@ impl Emulator {
     /// Counters since start or the last reset.
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
+    }
+
+    /// The latest requests received (at most [`REQUEST_LOG_LEN`]), oldest first.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().requests.iter().cloned().collect()
     }
 
     /// Replaces the rate limits; every window starts afresh.
