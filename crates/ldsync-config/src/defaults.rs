@@ -19,7 +19,7 @@ pub const DEFAULT_IMPORT_THRESHOLD: u64 = 100_000;
 /// The share of a segment's members a run may remove before it stops and asks.
 pub const DEFAULT_MAX_REMOVAL_RATIO: f64 = 0.5;
 /// Events per metric import request (each request also stays under 10 MB).
-pub const DEFAULT_EVENT_BATCH_SIZE: u32 = 5_000;
+pub const DEFAULT_EVENT_BATCH_SIZE: u32 = 50_000;
 /// How far before the cursor an incremental events run looks again, for late rows.
 pub const DEFAULT_LOOKBACK_SECS: u64 = 3_600;
 /// How long an events sync remembers the identity of an event it delivered: 400 days, so

@@ -11,6 +11,7 @@ mod store;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use ldsync_config::SegmentSpec;
 use ldsync_core::{SegmentKey, Source, SyncName};
 use ldsync_diff::{Committed, Delta, KeySet};
@@ -23,6 +24,10 @@ use self::{
     store::{SegmentStore, StoreError},
 };
 use crate::{Error, Result, RunId, RunOutcome};
+
+/// Member batches of one segment in flight at once: enough to hide a round trip, few enough to
+/// share the account's rate limit politely (every request still waits on the limiter).
+const MEMBER_BATCHES_IN_FLIGHT: usize = 4;
 
 /// How many sample keys a plan shows per segment and direction.
 const SAMPLES: usize = 5;
@@ -510,13 +515,25 @@ impl<S: Source> SegmentSync<'_, S> {
                 .await
                 .map_err(ld_error)?;
             let total = batches.len() as u64;
-            for (done, batch) in (1..).zip(&batches) {
-                if !acked.contains(batch.id()) {
-                    self.deliver(&segment.key, batch, options).await.map_err(ld_error)?;
-                    // Sending a segment batch twice changes nothing, so its acknowledgement
-                    // need not reach the disk before the next batch goes.
-                    journal.acknowledge_lazily(batch.id()).map_err(self.state_error())?;
+            let mut done = batches.iter().filter(|batch| acked.contains(batch.id())).count() as u64;
+            // A plan's adds and removes are disjoint, so its member batches may go in any order
+            // and a few at a time; imports go one by one (a replace first, then merges).
+            let concurrency = if segment.import { 1 } else { MEMBER_BATCHES_IN_FLIGHT };
+            let waiting: Vec<&Batch<'_>> =
+                batches.iter().filter(|batch| !acked.contains(batch.id())).collect();
+            let mut waiting = waiting.into_iter();
+            let mut sending = futures_util::stream::FuturesOrdered::new();
+            loop {
+                while sending.len() < concurrency {
+                    let Some(batch) = waiting.next() else { break };
+                    sending.push_back(self.deliver_batch(&segment.key, batch, options));
                 }
+                let Some(sent) = sending.next().await else { break };
+                let batch = sent.map_err(ld_error)?;
+                // Sending a segment batch twice changes nothing, so its acknowledgement need
+                // not reach the disk before the next batch goes.
+                journal.acknowledge_lazily(batch.id()).map_err(self.state_error())?;
+                done += 1;
                 self.progress.batches(done, total);
             }
         }
@@ -526,6 +543,16 @@ impl<S: Source> SegmentSync<'_, S> {
                 .map_err(self.store_error())?;
         }
         journal.commit(&[]).map_err(self.state_error())
+    }
+
+    /// Delivers `batch`, handing it back when LaunchDarkly accepted it.
+    async fn deliver_batch<'b>(
+        &self,
+        segment: &str,
+        batch: &'b Batch<'b>,
+        options: RunOptions,
+    ) -> Result<&'b Batch<'b>, ldsync_launchdarkly::Error> {
+        self.deliver(segment, batch, options).await.map(|()| batch)
     }
 
     async fn deliver(
