@@ -403,7 +403,14 @@ async fn every_fault_at_once_then_one_clean_run_holds_the_truth() {
                 let file = &files[rng.random_range(0..files.len())];
                 let mut bytes = std::fs::read(file).unwrap();
                 let at = rng.random_range(0..bytes.len());
-                bytes[at] ^= 0x40;
+                // A flipped bit, or a file cut short.
+                let damage = if rng.random_bool(0.5) {
+                    bytes[at] ^= 0x40;
+                    format!("byte {at} flipped")
+                } else {
+                    bytes.truncate(at);
+                    format!("cut to {at} bytes")
+                };
                 std::fs::write(file, &bytes).unwrap();
                 let output = chaos.project.ldsync(&["run", "members"]).await;
                 assert!(
@@ -419,7 +426,7 @@ async fn every_fault_at_once_then_one_clean_run_holds_the_truth() {
                 );
                 assert_success(&chaos.project.ldsync(&["backfill", "members"]).await);
                 did.push(format!(
-                    "damaged {} byte {at}, refused, backfilled",
+                    "damaged {} ({damage}), refused, backfilled",
                     file.file_name().unwrap().to_string_lossy()
                 ));
             }
