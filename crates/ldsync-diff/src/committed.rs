@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use crate::{
-    fingerprint, merge::order, write_sorted, Index, KeySet, KeySetBuilder, MappedKeySet,
-    SnapshotError, SortedKeys,
+    fingerprint, merge::order, write_sorted, ArrivalHint, Index, KeySet, KeySetBuilder,
+    MappedKeySet, SnapshotError, SortedKeys,
 };
 
 /// The members a run adds and removes, each set ordered by (fingerprint, bytes).
@@ -94,6 +94,7 @@ pub struct Committed {
     delta: Delta,
     adds_index: Index,
     removes_index: Index,
+    hint: Option<ArrivalHint>,
 }
 
 impl Committed {
@@ -106,7 +107,16 @@ impl Committed {
             removes_index: Index::build(&delta.removes),
             base,
             delta,
+            hint: None,
         }
+    }
+
+    /// The same membership, probed with the help of the order its base's keys arrived in
+    /// last time (see [`ArrivalHint`]).
+    #[must_use]
+    pub fn with_hint(mut self, hint: Option<ArrivalHint>) -> Self {
+        self.hint = hint;
+        self
     }
 
     /// How many members.
@@ -124,6 +134,11 @@ impl Committed {
         &self.base
     }
 
+    /// Whether an arrival hint came with the base.
+    pub fn has_hint(&self) -> bool {
+        self.hint.is_some()
+    }
+
     /// The delta committed on top of the base.
     pub fn delta(&self) -> &Delta {
         &self.delta
@@ -131,7 +146,14 @@ impl Committed {
 
     /// Starts diffing a query's keys against this membership.
     pub fn into_probe(self) -> Probe {
+        // Without a hint, the run records the order it sees the base's keys in, for the next.
+        let arrival = (self.hint.is_none() && !self.base.is_empty())
+            .then(|| Vec::with_capacity(self.base.len()));
         Probe {
+            arrival,
+            cursor: 0,
+            predicted: 0,
+            base_hits: 0,
             base_seen: vec![0; self.base.len().div_ceil(64)],
             adds_seen: vec![0; self.delta.adds.len().div_ceil(64)],
             new: KeySetBuilder::new(),
@@ -162,6 +184,14 @@ fn marked(bits: &[u64], position: usize) -> bool {
 #[derive(Debug)]
 pub struct Probe {
     committed: Committed,
+    /// The base keys seen, in order, as (fingerprint, position), when there is no hint.
+    arrival: Option<Vec<([u8; 16], u32)>>,
+    /// The next entry of the hint.
+    cursor: usize,
+    /// Base keys found where the hint expected them.
+    predicted: u64,
+    /// Base keys found.
+    base_hits: u64,
     base_seen: Vec<u64>,
     adds_seen: Vec<u64>,
     new: KeySetBuilder,
@@ -176,60 +206,118 @@ impl Probe {
     /// Offers one key of the query's result (duplicates are fine).
     pub fn offer(&mut self, key: &[u8]) {
         let fp = fingerprint(key);
-        let range = self.committed.base_index.bucket_range(fp);
-        self.offer_at(key, fp, range);
-    }
-
-    /// Offers keys of the query's result, as [`Probe::offer`] does one by one, but faster:
-    /// the fingerprints of a group of keys are read from the snapshot together, so that their
-    /// trips to memory overlap instead of following one another.
-    pub fn offer_many<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
-        const GROUP: usize = 16;
-        let mut keys = keys.into_iter().peekable();
-        let mut group: [(&[u8], u128, std::ops::Range<usize>); GROUP] =
-            std::array::from_fn(|_| (&[][..], 0, 0..0));
-        while keys.peek().is_some() {
-            let mut len = 0;
-            while len < GROUP {
-                let Some(key) = keys.next() else { break };
-                let fp = fingerprint(key);
-                group[len] = (key, fp, self.committed.base_index.bucket_range(fp));
-                len += 1;
-            }
-            // Touch the first fingerprint of every bucket: independent loads, in flight
-            // together; the lookups below then find them in the cache.
-            let base = &self.committed.base;
-            let mut touched = [0_u128; GROUP];
-            for (slot, (_, _, range)) in touched.iter_mut().zip(&group[..len]) {
-                if range.start < range.end {
-                    *slot = base.fingerprint(range.start);
-                }
-            }
-            std::hint::black_box(&touched);
-            for (key, fp, range) in &group[..len] {
-                self.offer_at(key, *fp, range.clone());
-            }
+        if !self.resolve_fast(key, fp) {
+            let range = self.committed.base_index.bucket_range(fp);
+            self.resolve_in_base(key, fp, range);
         }
     }
 
-    fn offer_at(&mut self, key: &[u8], fp: u128, range: std::ops::Range<usize>) {
+    /// Offers keys of the query's result, as [`Probe::offer`] does one by one, but faster:
+    /// keys the hint does not place are looked up in groups, the fingerprints of a group read
+    /// from the snapshot together so that their trips to memory overlap.
+    pub fn offer_many<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        const GROUP: usize = 16;
+        let mut group: [(&[u8], u128, std::ops::Range<usize>); GROUP] =
+            std::array::from_fn(|_| (&[][..], 0, 0..0));
+        let mut len = 0;
+        for key in keys {
+            let fp = fingerprint(key);
+            if self.resolve_fast(key, fp) {
+                continue;
+            }
+            group[len] = (key, fp, self.committed.base_index.bucket_range(fp));
+            len += 1;
+            if len == GROUP {
+                self.resolve_group(&group[..len]);
+                len = 0;
+            }
+        }
+        self.resolve_group(&group[..len]);
+    }
+
+    fn resolve_group(&mut self, group: &[(&[u8], u128, std::ops::Range<usize>)]) {
+        // Touch the first fingerprint of every bucket: independent loads, in flight together;
+        // the lookups below then find them in the cache.
+        let base = &self.committed.base;
+        let mut touched = [0_u128; 16];
+        for (slot, (_, _, range)) in touched.iter_mut().zip(group) {
+            if range.start < range.end {
+                *slot = base.fingerprint(range.start);
+            }
+        }
+        std::hint::black_box(&touched);
+        for (key, fp, range) in group {
+            self.resolve_in_base(key, *fp, range.clone());
+        }
+    }
+
+    /// Settles a key the delta decides, or the hint places; false when the base's index must.
+    fn resolve_fast(&mut self, key: &[u8], fp: u128) -> bool {
         let committed = &self.committed;
         if !committed.delta.adds.is_empty() {
             if let Some(position) = committed.adds_index.find(&committed.delta.adds, fp) {
                 mark(&mut self.adds_seen, position);
-                return;
+                return true;
             }
         }
         if !committed.delta.removes.is_empty()
             && committed.removes_index.find(&committed.delta.removes, fp).is_some()
         {
             self.new.push_with_fingerprint(key, fp);
-            return;
+            return true;
         }
+        if let Some(hint) = &committed.hint {
+            // The expected entry, or one of the next two (rows that left since).
+            for at in self.cursor..(self.cursor + 3).min(hint.len()) {
+                if hint.fingerprint(at) == fp {
+                    mark(&mut self.base_seen, hint.position(at) as usize);
+                    self.cursor = at + 1;
+                    self.predicted += 1;
+                    self.base_hits += 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn resolve_in_base(&mut self, key: &[u8], fp: u128, range: std::ops::Range<usize>) {
+        let committed = &self.committed;
         match committed.base_index.find_in(&committed.base, fp, range) {
-            Some(position) => mark(&mut self.base_seen, position),
+            Some(position) => {
+                mark(&mut self.base_seen, position);
+                self.base_hits += 1;
+                if let Some(arrival) = &mut self.arrival {
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "a base holds < 2^32 keys"
+                    )]
+                    arrival.push((fp.to_le_bytes(), position as u32));
+                }
+                // Lost our place in the hint: the next key is likely the one after this.
+                if let Some(entry) = committed.hint.as_ref().and_then(|h| h.entry_of(position)) {
+                    self.cursor = entry + 1;
+                }
+            }
             None => self.new.push_with_fingerprint(key, fp),
         }
+    }
+
+    /// The order the base's keys arrived in, when this probe recorded it (there was no hint):
+    /// for [`crate::write_hint`].
+    pub fn take_arrival_order(&mut self) -> Option<Vec<([u8; 16], u32)>> {
+        self.arrival.take()
+    }
+
+    /// Base keys found where the hint expected them, so far.
+    pub fn predicted(&self) -> u64 {
+        self.predicted
+    }
+
+    /// Whether the hint placed fewer than nine in ten of the base keys found: the warehouse's
+    /// order changed, and the next run had better record a new one.
+    pub fn hint_is_stale(&self) -> bool {
+        self.committed.hint.is_some() && self.predicted * 10 < self.base_hits * 9
     }
 
     /// Keys offered so far that are not members (duplicates included).
@@ -243,6 +331,7 @@ impl Probe {
         let committed = &self.committed;
         let (base, delta) = (&committed.base, &committed.delta);
         let mut removes = KeySet::default();
+        let mut key = Vec::new();
         let (mut b, mut a) = (0, 0);
         let next_base = |mut b: usize| {
             while b < base.len()
@@ -263,7 +352,8 @@ impl Probe {
         a = next_add(a);
         while b < base.len() || a < delta.adds.len() {
             if a == delta.adds.len() || (b < base.len() && order(base, b, &delta.adds, a).is_lt()) {
-                removes.push(base.key(b), base.fingerprint(b));
+                base.copy_key(b, &mut key);
+                removes.push(&key, base.fingerprint(b));
                 b = next_base(b + 1);
             } else {
                 removes.push(delta.adds.key(a), delta.adds.fingerprint(a));
@@ -389,9 +479,39 @@ mod tests {
                     }
                 }
             }
+            let arrival = probe.take_arrival_order();
             let (committed, delta) = probe.finish();
             prop_assert_eq!(texts(&delta.adds), current.difference(&members).cloned().collect::<BTreeSet<_>>());
             prop_assert_eq!(texts(&delta.removes), members.difference(&current).cloned().collect::<BTreeSet<_>>());
+
+            // The order this run saw, as a hint for the next: the same keys, in the same order
+            // or reversed, give the same delta with it; so does a hint that was damaged.
+            if let Some(arrival) = arrival {
+                let hint = dir.path().join("hint.order");
+                crate::write_hint(&hint, committed.base(), &arrival).unwrap();
+                let keys: Vec<&String> = query.iter().flatten().collect();
+                for reversed in [false, true] {
+                    let hinted = Committed::new(
+                        MappedKeySet::open(&dir.path().join(format!("base-{}.keys", base.len()))).unwrap(),
+                        committed.delta().clone(),
+                    )
+                    .with_hint(ArrivalHint::open(&hint, committed.base()));
+                    let mut again = hinted.into_probe();
+                    let ordered: Vec<&[u8]> = if reversed {
+                        keys.iter().rev().map(|k| k.as_bytes()).collect()
+                    } else {
+                        keys.iter().map(|k| k.as_bytes()).collect()
+                    };
+                    again.offer_many(ordered);
+                    let (_, same) = again.finish();
+                    prop_assert_eq!(&same, &delta);
+                }
+                let mut bytes = std::fs::read(&hint).unwrap();
+                let last = bytes.len() - 9;
+                bytes[last] ^= 1;
+                std::fs::write(&hint, &bytes).unwrap();
+                prop_assert!(ArrivalHint::open(&hint, committed.base()).is_none());
+            }
 
             // Compose with the committed delta, then fold into a new base.
             let composed = committed.delta().compose(&delta);

@@ -19,12 +19,14 @@
 //! ```
 
 mod committed;
+mod hint;
 mod index;
 mod keyset;
 mod merge;
 mod snapshot;
 
 pub use committed::{applied, write_applied, Committed, Delta, Probe};
+pub use hint::{write_hint, ArrivalHint};
 pub use index::Index;
 pub use keyset::{fingerprint, KeySet, KeySetBuilder, SortedKeys};
 pub use merge::{diff, Diff};

@@ -207,6 +207,8 @@ impl Layout {
 #[derive(Debug, Default)]
 pub struct MappedKeySet {
     map: Option<memmap2::Mmap>,
+    /// The file, for reading a few keys without mapping their pages in.
+    file: Option<File>,
     layout: Layout,
 }
 
@@ -255,7 +257,7 @@ impl MappedKeySet {
         let layout = Layout::parse(&map).map_err(corrupt)?;
         check_ends(layout.count, layout.arena_len as u64, |i| layout.end(&map, i))
             .map_err(|reason| corrupt(reason.to_owned()))?;
-        let set = Self { map: Some(map), layout };
+        let set = Self { map: Some(map), file: Some(file), layout };
         check_order(&set, layout.arena_len as u64).map_err(|reason| corrupt(reason.to_owned()))?;
         Ok(set)
     }
@@ -274,9 +276,40 @@ impl MappedKeySet {
         self.layout.count
     }
 
+    /// The file's checksum (0 for the empty set): what binds an arrival hint to this base.
+    pub fn checksum(&self) -> u64 {
+        let bytes = self.bytes();
+        bytes
+            .len()
+            .checked_sub(8)
+            .map_or(0, |at| u64::from_le_bytes(bytes[at..].try_into().expect("8 bytes")))
+    }
+
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
         self.layout.count == 0
+    }
+
+    /// Copies key `index` into `out`, read from the file rather than through the mapping: a run
+    /// that removes a few thousand members scattered over the snapshot would otherwise bring a
+    /// page of keys into its memory for each.
+    ///
+    /// # Panics
+    ///
+    /// When `index` is out of range.
+    pub fn copy_key(&self, index: usize, out: &mut Vec<u8>) {
+        use std::os::unix::fs::FileExt as _;
+        let key = self.key(index);
+        out.clear();
+        out.resize(key.len(), 0);
+        let bytes = self.bytes();
+        let start = if index == 0 { 0 } else { self.layout.end(bytes, index - 1) };
+        let read = self.file.as_ref().is_some_and(|file| {
+            file.read_exact_at(out, self.layout.arena_at as u64 + start).is_ok()
+        });
+        if !read {
+            out.copy_from_slice(key);
+        }
     }
 
     /// The keys, in order.

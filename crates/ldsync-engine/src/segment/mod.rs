@@ -215,7 +215,7 @@ impl<S: Source> SegmentSync<'_, S> {
         let journal = self.state.journal(self.name).map_err(self.state_error())?;
         let resumed =
             journal.pending::<SegmentPlan>().map_err(self.state_error())?.map(|plan| plan.run_id);
-        let staged = self.stage_and_diff(&journal, options).await;
+        let staged = self.stage_and_diff(&journal, options, false).await;
         self.progress.finish();
         let (report, _) = staged?;
         Ok(SegmentReport { resumed, ..report })
@@ -314,7 +314,7 @@ impl<S: Source> SegmentSync<'_, S> {
             None => None,
         };
         // 2. Query, stage and diff.
-        let (mut report, planned) = self.stage_and_diff(journal, options).await?;
+        let (mut report, planned) = self.stage_and_diff(journal, options, true).await?;
         report.resumed = resumed;
         if report.refusal.is_some() {
             report.outcome = RunOutcome::Refused;
@@ -359,10 +359,13 @@ impl<S: Source> SegmentSync<'_, S> {
         Ok(report)
     }
 
+    /// Runs the query and diffs it; with `keep_hints`, records for the next run the order the
+    /// warehouse returned each segment's keys in (a plan writes nothing).
     async fn stage_and_diff(
         &self,
         journal: &Journal,
         options: RunOptions,
+        keep_hints: bool,
     ) -> Result<(SegmentReport, Vec<Planned>)> {
         let sync = self.sync();
         let clock = std::time::Instant::now();
@@ -406,9 +409,15 @@ impl<S: Source> SegmentSync<'_, S> {
             refusal: None,
         };
         let mut planned = Vec::new();
-        for (key, probe) in segments {
-            let first_load = !SegmentStore::new(journal, &key).exists();
+        for (key, mut probe) in segments {
+            let store = SegmentStore::new(journal, &key);
+            let first_load = !store.exists();
+            let arrival = probe.take_arrival_order();
+            let stale_hint = probe.hint_is_stale();
             let (committed, delta) = probe.finish();
+            if keep_hints && (arrival.is_some() || stale_hint) {
+                store.update_hint(&committed, arrival.as_deref());
+            }
             let before = committed.len() as u64;
             let after = before - delta.removes.len() as u64 + delta.adds.len() as u64;
             let import = options.backfill || (first_load && after >= self.spec.import_threshold);

@@ -16,7 +16,9 @@
 
 use std::path::PathBuf;
 
-use ldsync_diff::{write_applied, Committed, Delta, KeySet, MappedKeySet, SnapshotError};
+use ldsync_diff::{
+    write_applied, write_hint, ArrivalHint, Committed, Delta, KeySet, MappedKeySet, SnapshotError,
+};
 use ldsync_state::{create_private_dir, sync_dir, write_atomically, Journal};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +80,11 @@ impl SegmentStore {
         self.dir.join(format!("{kind}-{generation}.keys"))
     }
 
+    /// The arrival hint of the base of `generation` (see [`ArrivalHint`]).
+    fn hint(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("hint-{generation}.order"))
+    }
+
     /// Whether anything was ever committed (a segment without is loaded for the first time).
     pub(crate) fn exists(&self) -> bool {
         self.manifest_path().exists()
@@ -107,9 +114,13 @@ impl SegmentStore {
         let Some(manifest) = self.manifest()? else {
             return Ok(Committed::default());
         };
-        let base = match manifest.base {
-            Some(generation) => MappedKeySet::open(&self.file("base", generation))?,
-            None => MappedKeySet::empty(),
+        let (base, hint) = match manifest.base {
+            Some(generation) => {
+                let base = MappedKeySet::open(&self.file("base", generation))?;
+                let hint = ArrivalHint::open(&self.hint(generation), &base);
+                (base, hint)
+            }
+            None => (MappedKeySet::empty(), None),
         };
         let delta = match manifest.delta {
             Some(generation) => Delta {
@@ -118,7 +129,22 @@ impl SegmentStore {
             },
             None => Delta::default(),
         };
-        Ok(Committed::new(base, delta))
+        Ok(Committed::new(base, delta).with_hint(hint))
+    }
+
+    /// Keeps the order a run saw the base's keys in, for the next run; or, with `None`, drops
+    /// a hint that no longer matches the warehouse's order. Best effort: a hint is never
+    /// needed for a correct run.
+    pub(crate) fn update_hint(&self, committed: &Committed, arrival: Option<&[([u8; 16], u32)]>) {
+        let Ok(Some(Manifest { base: Some(generation), .. })) = self.manifest() else { return };
+        let path = self.hint(generation);
+        let result = match arrival {
+            Some(order) => write_hint(&path, committed.base(), order),
+            None => std::fs::remove_file(&path),
+        };
+        if let Err(error) = result {
+            tracing::debug!(path = %path.display(), error = %error, "Could not update the arrival hint.");
+        }
     }
 
     /// Commits `delta` (computed against `committed`, this store's membership) for `run_id`;
@@ -166,6 +192,7 @@ impl SegmentStore {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         let keep: Vec<PathBuf> = [
             manifest.base.map(|g| self.file("base", g)),
+            manifest.base.map(|g| self.hint(g)),
             manifest.delta.map(|g| self.file("adds", g)),
             manifest.delta.map(|g| self.file("removes", g)),
         ]
@@ -174,7 +201,8 @@ impl SegmentStore {
         .collect();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|ext| ext == "keys") && !keep.contains(&path) {
+            let ours = path.extension().is_some_and(|ext| ext == "keys" || ext == "order");
+            if ours && !keep.contains(&path) {
                 if let Err(error) = std::fs::remove_file(&path) {
                     tracing::debug!(path = %path.display(), error = %error, "Could not remove an old snapshot file.");
                 }
@@ -238,5 +266,40 @@ mod tests {
         let manifest = store.manifest().unwrap().unwrap();
         assert!(manifest.base.unwrap() > 1, "the delta was folded into a new base: {manifest:?}");
         assert_eq!(store.load().unwrap().len(), keys.len());
+    }
+
+    #[test]
+    fn a_run_leaves_the_order_it_saw_and_the_next_reads_the_base_in_it() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = ldsync_state::StateDir::open(state.path()).unwrap();
+        let journal = dir.journal(&"s".parse().unwrap()).unwrap();
+        let store = SegmentStore::new(&journal, "seg");
+        let keys: Vec<String> = (0..5_000).map(|i| format!("k{i}")).collect();
+        run(&store, &keys, "r1");
+        // No hint yet: this run records the order, and leaves it.
+        let mut probe = store.load().unwrap().into_probe();
+        probe.offer_many(keys.iter().map(String::as_bytes));
+        let arrival = probe.take_arrival_order().expect("recorded without a hint");
+        let (committed, delta) = probe.finish();
+        assert!(delta.is_empty());
+        store.update_hint(&committed, Some(&arrival));
+        // The next run finds every key where the hint expects it, but for the ones that left.
+        let committed = store.load().unwrap();
+        assert!(committed.has_hint());
+        let mut probe = committed.into_probe();
+        let left: Vec<&String> = keys.iter().filter(|k| !k.ends_with('7')).collect();
+        probe.offer_many(left.iter().map(|k| k.as_bytes()));
+        assert_eq!(probe.predicted(), left.len() as u64);
+        assert!(!probe.hint_is_stale());
+        let (_, delta) = probe.finish();
+        assert_eq!(delta.removes.len(), keys.len() - left.len());
+        // Another order entirely: the hint is stale, the result the same; dropping it works.
+        let mut probe = store.load().unwrap().into_probe();
+        probe.offer_many(keys.iter().rev().map(String::as_bytes));
+        assert!(probe.hint_is_stale());
+        let (committed, delta) = probe.finish();
+        assert!(delta.is_empty());
+        store.update_hint(&committed, None);
+        assert!(!store.load().unwrap().has_hint());
     }
 }

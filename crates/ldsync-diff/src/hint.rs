@@ -1,0 +1,159 @@
+//! The order a base snapshot's keys arrived in last time: a hint that lets a run read the
+//! snapshot sequentially instead of at random.
+//!
+//! A warehouse usually returns a query's rows in the same order run after run (a table's rows
+//! in the order they are stored). The hint lists, in the order the last run saw them, each base
+//! key's fingerprint and its position in the base. A run keeps a cursor into the hint: when the
+//! next key's fingerprint is the one the hint expects, its place is known without a lookup.
+//! Anything else falls back to the index, so a stale, reordered or missing hint costs speed,
+//! never correctness; the file is bound to one base by the base's checksum and refused whole if
+//! damaged.
+//!
+//! Layout (little endian): the magic `LDSYNCAH`, the format version (u32), the base's checksum
+//! and the entry count (u64 each), the entries (u128 fingerprint, u32 position), and an xxh3-64
+//! checksum of everything before it.
+
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter, Read, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::MappedKeySet;
+
+const MAGIC: &[u8; 8] = b"LDSYNCAH";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 8;
+const ENTRY_LEN: usize = 20;
+
+/// A hint file, mapped and checked.
+#[derive(Debug)]
+pub struct ArrivalHint {
+    map: memmap2::Mmap,
+    count: usize,
+    /// For each base position, its entry in the hint (`u32::MAX`: none), so that a run that
+    /// lost its place (rows that left, or moved) finds it again at the next key it looks up.
+    entry_of: Vec<u32>,
+}
+
+impl ArrivalHint {
+    /// Opens the hint at `path` for `base`; `None` when it is missing, damaged, or was written
+    /// for another base (a hint is never an error).
+    pub fn open(path: &Path, base: &MappedKeySet) -> Option<Self> {
+        let file = File::open(path).ok()?;
+        let length = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if length < HEADER_LEN + 8 || !(length - HEADER_LEN - 8).is_multiple_of(ENTRY_LEN) {
+            return None;
+        }
+        let mut reader = BufReader::with_capacity(256 << 10, &file);
+        let mut hash = Xxh3::new();
+        let mut buffer = vec![0_u8; 256 << 10];
+        let mut left = length - 8;
+        while left > 0 {
+            let want = left.min(buffer.len());
+            let read = reader.read(&mut buffer[..want]).ok()?;
+            if read == 0 {
+                return None;
+            }
+            hash.update(&buffer[..read]);
+            left -= read;
+        }
+        let mut checksum = [0_u8; 8];
+        reader.read_exact(&mut checksum).ok()?;
+        if hash.digest().to_le_bytes() != checksum {
+            return None;
+        }
+        // SAFETY: as for snapshot files (see `MappedKeySet::open`): ldsync's own file, written
+        // once under a temporary name and renamed, never changed in place.
+        #[allow(unsafe_code, reason = "mapping a file is unsafe by the type system's rules")]
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let word = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().expect("8 bytes"));
+        let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
+        let count = usize::try_from(word(20)).ok()?;
+        if &map[..8] != MAGIC
+            || version != VERSION
+            || word(12) != base.checksum()
+            || count != (length - HEADER_LEN - 8) / ENTRY_LEN
+        {
+            return None;
+        }
+        let mut hint = Self { map, count, entry_of: vec![u32::MAX; base.len()] };
+        for entry in 0..count {
+            // Every position must be inside the base (the checksums vouch for the rest).
+            let position = hint.position(entry) as usize;
+            if position >= base.len() {
+                return None;
+            }
+            hint.entry_of[position] = u32::try_from(entry).ok()?;
+        }
+        Some(hint)
+    }
+
+    /// The entry of base position `position`, if the hint lists it.
+    pub fn entry_of(&self, position: usize) -> Option<usize> {
+        self.entry_of.get(position).filter(|&&entry| entry != u32::MAX).map(|&entry| entry as usize)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the hint is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The fingerprint of entry `i`.
+    pub fn fingerprint(&self, i: usize) -> u128 {
+        let at = HEADER_LEN + ENTRY_LEN * i;
+        u128::from_le_bytes(self.map[at..at + 16].try_into().expect("16 bytes"))
+    }
+
+    /// The base position of entry `i`.
+    pub fn position(&self, i: usize) -> u32 {
+        let at = HEADER_LEN + ENTRY_LEN * i + 16;
+        u32::from_le_bytes(self.map[at..at + 4].try_into().expect("4 bytes"))
+    }
+}
+
+/// Writes the hint for `base`: the (fingerprint, position) of its keys in the order a run saw
+/// them. Written under a temporary name and renamed; not flushed to disk (a hint lost in a crash
+/// costs one slower run).
+///
+/// # Errors
+///
+/// When the file cannot be written.
+pub fn write_hint(
+    path: &Path,
+    base: &MappedKeySet,
+    order: &[([u8; 16], u32)],
+) -> std::io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut hash = Xxh3::new();
+    let mut put = |bytes: &[u8], out: &mut BufWriter<File>| {
+        hash.update(bytes);
+        out.write_all(bytes)
+    };
+    put(MAGIC, &mut out)?;
+    put(&VERSION.to_le_bytes(), &mut out)?;
+    put(&base.checksum().to_le_bytes(), &mut out)?;
+    put(&(order.len() as u64).to_le_bytes(), &mut out)?;
+    for (fingerprint, position) in order {
+        put(fingerprint, &mut out)?;
+        put(&position.to_le_bytes(), &mut out)?;
+    }
+    out.write_all(&hash.digest().to_le_bytes())?;
+    out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+    std::fs::rename(&temporary, path)
+}
