@@ -91,6 +91,10 @@ impl History {
     /// Replaces the rejected records with those of the latest run.
     pub fn set_rejected(&self, rejected: &[Rejection]) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(rejected).expect("rejections always serialise");
+        // Most runs reject what the last one did (often nothing): no write, no flush.
+        if fs::read(&self.rejected).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
         write_atomically(&self.rejected, &bytes)
     }
 

@@ -142,8 +142,8 @@ struct PlannedSegment {
 struct Planned {
     key: String,
     /// The membership the delta was computed against.
-    committed: Committed,
-    delta: Delta,
+    committed: std::sync::Arc<Committed>,
+    delta: std::sync::Arc<Delta>,
     import: bool,
     batch_size: usize,
 }
@@ -283,8 +283,11 @@ impl<S: Source> SegmentSync<'_, S> {
                 KeySet::read_file(&path).map_err(self.snapshot_error())
             };
             segments.push(Planned {
-                committed: store.load().map_err(self.store_error())?,
-                delta: Delta { adds: read("adds")?, removes: read("removes")? },
+                committed: std::sync::Arc::new(store.load().map_err(self.store_error())?),
+                delta: std::sync::Arc::new(Delta {
+                    adds: read("adds")?,
+                    removes: read("removes")?,
+                }),
                 key: segment.key,
                 import: segment.import,
                 batch_size: segment.batch_size,
@@ -427,8 +430,8 @@ impl<S: Source> SegmentSync<'_, S> {
             }
             let segment = Planned {
                 key: key.clone(),
-                committed,
-                delta,
+                committed: std::sync::Arc::new(committed),
+                delta: std::sync::Arc::new(delta),
                 import,
                 batch_size: self.spec.batch_size as usize,
             };
@@ -508,6 +511,52 @@ impl<S: Source> SegmentSync<'_, S> {
         options: RunOptions,
     ) -> Result<()> {
         let acked = journal.acknowledged().map_err(self.state_error())?;
+        // The commit's files are written while the batches go: only the manifest waits for
+        // LaunchDarkly's acknowledgements.
+        let preparing: Vec<_> = plan
+            .iter()
+            .map(|segment| {
+                let store = SegmentStore::new(journal, &segment.key);
+                let (committed, delta) = (
+                    std::sync::Arc::clone(&segment.committed),
+                    std::sync::Arc::clone(&segment.delta),
+                );
+                let (fold, run) = (segment.import, run_id.to_owned());
+                let preparer = store.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    preparer.prepare(&committed, &delta, fold, &run)
+                });
+                (store, task)
+            })
+            .collect();
+        let delivered = self.deliver_plan(journal, plan, &acked, options).await;
+        // Every preparation ends before this returns, delivered or not: none may still be
+        // writing when a later run commits the same segment.
+        let mut prepared = Vec::new();
+        for (store, task) in preparing {
+            let next = task.await.map_err(|error| Error::Internal {
+                sync: self.sync(),
+                message: format!("preparing the commit failed: {error}"),
+            })?;
+            prepared.push((store, next));
+        }
+        delivered?;
+        for (store, next) in prepared {
+            if let Some(next) = next.map_err(self.store_error())? {
+                store.finish(&next).map_err(self.store_error())?;
+            }
+        }
+        journal.commit(&[]).map_err(self.state_error())
+    }
+
+    /// Sends every batch of the plan not acknowledged yet.
+    async fn deliver_plan(
+        &self,
+        journal: &Journal,
+        plan: &[Planned],
+        acked: &std::collections::HashSet<String>,
+        options: RunOptions,
+    ) -> Result<()> {
         for segment in plan {
             let ld_error = |source| Error::LaunchDarkly {
                 sync: self.sync(),
@@ -546,12 +595,7 @@ impl<S: Source> SegmentSync<'_, S> {
                 self.progress.batches(done, total);
             }
         }
-        for segment in plan {
-            SegmentStore::new(journal, &segment.key)
-                .commit(&segment.committed, &segment.delta, segment.import, run_id)
-                .map_err(self.store_error())?;
-        }
-        journal.commit(&[]).map_err(self.state_error())
+        Ok(())
     }
 
     /// Delivers `batch`, handing it back when LaunchDarkly accepted it.

@@ -29,7 +29,7 @@ const FOLD_FLOOR: usize = 4_096;
 
 /// What the manifest says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Manifest {
+pub(crate) struct Manifest {
     /// The generation of the base file (`None`: no base, the empty set).
     base: Option<u64>,
     /// The generation of the delta files, if a delta is committed on top of the base.
@@ -151,6 +151,7 @@ impl SegmentStore {
     /// with `fold`, into a new base whatever the delta's size (an import replaced the whole
     /// membership: the next run starts from a base). Committing the same run twice changes
     /// nothing the second time.
+    #[cfg(test)]
     pub(crate) fn commit(
         &self,
         committed: &Committed,
@@ -158,9 +159,26 @@ impl SegmentStore {
         fold: bool,
         run_id: &str,
     ) -> Result<()> {
+        match self.prepare(committed, delta, fold, run_id)? {
+            Some(next) => self.finish(&next),
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of a commit: writes the next generation's files and returns the manifest
+    /// that will name them, or `None` when `run_id` is committed already. Nothing is committed
+    /// until [`SegmentStore::finish`]; files prepared for a commit that never finishes are
+    /// overwritten or removed by the next one.
+    pub(crate) fn prepare(
+        &self,
+        committed: &Committed,
+        delta: &Delta,
+        fold: bool,
+        run_id: &str,
+    ) -> Result<Option<Manifest>> {
         let old = self.manifest()?.unwrap_or_default();
         if old.committed_run == run_id {
-            return Ok(());
+            return Ok(None);
         }
         create_private_dir(&self.dir)?;
         let generation = old.generation + 1;
@@ -178,11 +196,17 @@ impl SegmentStore {
                 next.delta = Some(generation);
             }
         }
+        Ok(Some(next))
+    }
+
+    /// The second half of a commit: the manifest naming the prepared files replaces the old
+    /// one atomically, then the files it no longer names go.
+    pub(crate) fn finish(&self, next: &Manifest) -> Result<()> {
         // The new files' names, durable before the manifest that names them.
         sync_dir(&self.dir)?;
-        let manifest = serde_json::to_vec_pretty(&next).expect("a manifest serializes");
+        let manifest = serde_json::to_vec_pretty(next).expect("a manifest serializes");
         write_atomically(&self.manifest_path(), &manifest)?;
-        self.remove_unnamed(&next);
+        self.remove_unnamed(next);
         Ok(())
     }
 
