@@ -287,8 +287,10 @@ impl Limiter {
             let expired = b.window_start.is_none_or(|start| now >= start + b.spec.window);
             if expired {
                 b.window_start = Some(now);
+                // Rounded up: `now_ms` is truncated, and a client must never be told a reset
+                // earlier than the window's real end.
                 b.window_end_ms =
-                    now_ms + u64::try_from(b.spec.window.as_millis()).unwrap_or(u64::MAX / 2);
+                    now_ms + 1 + u64::try_from(b.spec.window.as_millis()).unwrap_or(u64::MAX / 2);
                 b.used = 0;
                 b.reported_exhausted = false;
             }
@@ -391,7 +393,11 @@ mod tests {
         let mut l = Limiter::new(vec![RateLimitSpec::global(2, Duration::from_secs(10))]);
         let t0 = Instant::now();
         let d = l.check("GET", "/api/v2/x", true, t0, 1_000);
-        assert_eq!((d.limited, d.global_remaining, d.reset_ms), (false, Some(1), Some(11_000)));
+        assert_eq!(
+            (d.limited, d.global_remaining, d.reset_ms),
+            (false, Some(1), Some(11_001)),
+            "the reset is rounded up"
+        );
         let d = l.check("GET", "/api/v2/x", true, t0, 1_000);
         assert_eq!((d.limited, d.global_remaining), (false, Some(0)));
         let d = l.check("GET", "/api/v2/x", true, t0, 1_000);

@@ -14,6 +14,8 @@ use std::{
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Jitter, Quota};
 use tokio::time::Instant;
 
+/// How long after a window's reported reset an exhausted route or account resumes.
+pub(crate) const RESET_MARGIN: Duration = Duration::from_millis(20);
 /// The pace of the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimiterOptions {
@@ -92,7 +94,8 @@ impl Limiter {
         self.account.until_ready_with_jitter(jitter).await;
     }
 
-    /// Records what an answer's headers said, pausing exhausted windows until their reset.
+    /// Records what an answer's headers said, pausing exhausted windows until their reset
+    /// (plus [`RESET_MARGIN`]).
     pub fn observe(&self, route: &str, headers: RateLimitHeaders) {
         let Some(reset) = headers.reset_epoch_ms else { return };
         let now_ms = SystemTime::now()
@@ -101,7 +104,9 @@ impl Limiter {
         if reset <= now_ms {
             return;
         }
-        let until = Instant::now() + Duration::from_millis(reset - now_ms);
+        // A reset time is whole milliseconds, and the server's clock is not ours: come back a
+        // little after it rather than a little before.
+        let until = Instant::now() + Duration::from_millis(reset - now_ms) + RESET_MARGIN;
         let mut paused = self.paused.lock().expect("the pause table is never poisoned");
         if headers.route_remaining == Some(0) {
             paused.insert(Some(route.to_owned()), until);
