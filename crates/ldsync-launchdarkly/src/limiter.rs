@@ -95,7 +95,7 @@ impl Limiter {
     }
 
     /// Records what an answer's headers said, pausing exhausted windows until their reset
-    /// (plus [`RESET_MARGIN`]).
+    /// (plus a margin of 20 ms).
     pub fn observe(&self, route: &str, headers: RateLimitHeaders) {
         let Some(reset) = headers.reset_epoch_ms else { return };
         let now_ms = SystemTime::now()
