@@ -64,10 +64,11 @@ impl Verification {
         provider: &Arc<CryptoProvider>,
     ) -> Result<Arc<dyn ServerCertVerifier>> {
         Ok(match self {
-            Self::None => Arc::new(AcceptAnyCertificate { provider: Arc::clone(provider) }),
-            Self::Chain(roots) => {
-                Arc::new(ChainOnly { roots: Arc::new(roots), provider: Arc::clone(provider) })
-            }
+            Self::None => Arc::new(LaxVerifier { roots: None, provider: Arc::clone(provider) }),
+            Self::Chain(roots) => Arc::new(LaxVerifier {
+                roots: Some(Arc::new(roots)),
+                provider: Arc::clone(provider),
+            }),
             Self::Full(roots) => {
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
                     .build()
@@ -116,68 +117,27 @@ fn load_roots(path: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// Accepts any certificate, as libpq's `prefer` and `require` do without a root certificate.
+/// A verifier that checks less than rustls's default one: the certificate is accepted as it
+/// is (libpq's `prefer` and `require` without a root certificate), or its chain is checked
+/// against the roots but not the host name (libpq's `verify-ca`).
 ///
-/// The handshake signatures are still checked, so the server must hold the key of the
-/// certificate it sent; only who issued that certificate is not.
-struct AcceptAnyCertificate {
+/// The handshake signatures are always checked, so the server must hold the key of the
+/// certificate it sent.
+struct LaxVerifier {
+    /// `None`: any certificate; `Some`: a chain to one of these roots.
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-/// Checks the chain against the roots but not the host name, as libpq's `verify-ca`.
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl fmt::Debug for AcceptAnyCertificate {
+impl fmt::Debug for LaxVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AcceptAnyCertificate")
+        f.debug_struct("LaxVerifier")
+            .field("roots", &self.roots.as_ref().map(|roots| roots.len()))
+            .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for ChainOnly {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChainOnly").field("roots", &self.roots.len()).finish_non_exhaustive()
-    }
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LaxVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -186,14 +146,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
