@@ -175,13 +175,32 @@ impl Chaos {
     }
 
     /// Runs `ldsync ARGS`; a run still going after `limit` is killed (`None`).
+    /// A killed run is waited for: until it has exited it still holds its sync's lock, and
+    /// the next run would be told the sync is running.
     async fn run_within(&self, args: &[&str], limit: Duration) -> Option<Output> {
+        use tokio::io::AsyncReadExt as _;
         let mut command =
             crate::ldsync(self.project.path(), &[("LD_ACCESS_TOKEN", crate::segments::TOKEN)]);
         command.args(args);
         let mut command = tokio::process::Command::from(command);
-        command.kill_on_drop(true);
-        tokio::time::timeout(limit, command.output()).await.ok().map(Result::unwrap)
+        command
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let finished = tokio::time::timeout(limit, async {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+            let status = child.wait().await.unwrap();
+            Output { status, stdout: out, stderr: err }
+        })
+        .await;
+        if finished.is_err() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        finished.ok()
     }
 
     async fn sql(&self, sql: &str) {
