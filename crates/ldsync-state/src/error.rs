@@ -70,6 +70,27 @@ impl Classify for Error {
 /// The result of a state store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What `pick` makes of each entry of the folder `dir`, sorted; a folder that does not exist
+/// yet holds nothing.
+pub(crate) fn list_dir<T: Ord>(
+    dir: &std::path::Path,
+    pick: impl Fn(&std::path::Path) -> Option<T>,
+) -> Result<Vec<T>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io(dir)(error)),
+    };
+    let mut picked = Vec::new();
+    for entry in entries {
+        if let Some(item) = pick(&entry.map_err(io(dir))?.path()) {
+            picked.push(item);
+        }
+    }
+    picked.sort();
+    Ok(picked)
+}
+
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { path, source }

@@ -88,19 +88,7 @@ impl Journal {
 
     /// The names `name_of` gives the entries of the snapshots folder, sorted.
     fn snapshot_entries(&self, name_of: impl Fn(&Path) -> Option<String>) -> Result<Vec<String>> {
-        let entries = match fs::read_dir(&self.snapshots) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(io(&self.snapshots)(error)),
-        };
-        let mut names = Vec::new();
-        for entry in entries {
-            if let Some(name) = name_of(&entry.map_err(io(&self.snapshots))?.path()) {
-                names.push(name);
-            }
-        }
-        names.sort();
-        Ok(names)
+        crate::error::list_dir(&self.snapshots, name_of)
     }
 
     /// The pending plan, if a run promised one and did not commit it. Reading changes

@@ -258,20 +258,9 @@ impl IdentityStore {
     }
 
     fn segment_paths(&self) -> Result<Vec<PathBuf>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(io(&self.dir)(error)),
-        };
-        let mut paths = Vec::new();
-        for entry in entries {
-            let path = entry.map_err(io(&self.dir))?.path();
-            if path.extension().is_some_and(|ext| ext == "ids") {
-                paths.push(path);
-            }
-        }
-        paths.sort();
-        Ok(paths)
+        crate::error::list_dir(&self.dir, |path| {
+            path.extension().is_some_and(|ext| ext == "ids").then(|| path.to_path_buf())
+        })
     }
 
     /// Opens every segment for lookups.
