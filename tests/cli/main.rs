@@ -7,6 +7,7 @@ mod hostile;
 mod metrics;
 mod secrets;
 mod segments;
+mod shared_state;
 mod validate;
 
 use std::{

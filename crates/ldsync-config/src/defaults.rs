@@ -8,6 +8,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "ldsync.toml";
 pub const SYNCS_DIR: &str = "syncs";
 /// The embedded state store's folder, relative to the project file.
 pub const DEFAULT_STATE_DIR: &str = ".ldsync";
+/// The local working copy of a PostgreSQL state store, beside `ldsync.toml`.
+pub const DEFAULT_STATE_CACHE_DIR: &str = ".ldsync-cache";
+/// How long a lease in a PostgreSQL state store lasts without renewal, in seconds.
+pub const DEFAULT_STATE_LEASE_SECS: u64 = 60;
 /// LaunchDarkly's REST API in the commercial instance.
 pub const DEFAULT_API_URL: &str = "https://app.launchdarkly.com";
 /// LaunchDarkly's event ingestion host in the commercial instance.

@@ -16,6 +16,8 @@ use crate::{HumanDuration, Query, Ratio, Schedule};
 pub(crate) struct RawState {
     pub(crate) path: Option<Spanned<String>>,
     pub(crate) url: Option<Spanned<String>>,
+    pub(crate) cache: Option<Spanned<String>>,
+    pub(crate) lease: Option<Spanned<HumanDuration>>,
 }
 
 /// `[warehouses.NAME]`: one warehouse; exactly one of `postgres` and `duckdb`.

@@ -40,6 +40,12 @@ pub enum StateSpec {
     Postgres {
         /// The connection string; it may hold a password.
         url: Secret,
+        /// The local working copy of the syncs' files (absolute, or relative to the working
+        /// directory).
+        cache: PathBuf,
+        /// How long a process's lease on a sync lasts without renewal: after it dies, another
+        /// process takes its syncs over this long after its last renewal.
+        lease: Duration,
     },
 }
 

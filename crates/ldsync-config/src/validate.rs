@@ -17,7 +17,8 @@ use crate::{
     DEFAULT_EVENTS_URL, DEFAULT_EVENT_BATCH_SIZE, DEFAULT_IDENTITY_RETENTION_SECS,
     DEFAULT_IMPORT_THRESHOLD, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_CONCURRENT_SYNCS,
     DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_SEGMENT_BATCH_SIZE,
-    DEFAULT_STATEMENT_TIMEOUT_SECS, DEFAULT_STATE_DIR,
+    DEFAULT_STATEMENT_TIMEOUT_SECS, DEFAULT_STATE_CACHE_DIR, DEFAULT_STATE_DIR,
+    DEFAULT_STATE_LEASE_SECS,
 };
 
 /// The largest `batch_size` of a `[segment]`.
@@ -99,8 +100,22 @@ fn state_spec(
     let default = StateSpec::Local { path: root.join(DEFAULT_STATE_DIR) };
     let Some(raw) = raw else { return default };
     let span = raw.span();
-    match raw.into_inner() {
-        RawState { path: Some(_), url: Some(url) } => {
+    let raw = raw.into_inner();
+    if raw.url.is_none() {
+        for (key, at) in [
+            ("cache", raw.cache.as_ref().map(|c| c.span().start)),
+            ("lease", raw.lease.as_ref().map(|l| l.span().start)),
+        ] {
+            if let Some(at) = at {
+                diagnostics.push(file.at(
+                    at,
+                    format!("`[state] {key}` applies to a PostgreSQL state store (`url`) only"),
+                ));
+            }
+        }
+    }
+    match raw {
+        RawState { path: Some(_), url: Some(url), .. } => {
             diagnostics.push(file.at(
                 url.span().start,
                 "`[state]` takes either `path` (a local folder) or `url` (PostgreSQL), not both",
@@ -115,7 +130,28 @@ fn state_spec(
                 ));
             }
             secret_from_environment(file, &url, "url", "LDSYNC_STATE_URL", diagnostics);
-            StateSpec::Postgres { url: Secret::new(url.into_inner()) }
+            let cache = match raw.cache {
+                Some(cache) if cache.get_ref().trim().is_empty() => {
+                    diagnostics.push(
+                        file.at(cache.span().start, "empty state `cache`: expected a folder"),
+                    );
+                    root.join(DEFAULT_STATE_CACHE_DIR)
+                }
+                Some(cache) => root.join(cache.get_ref()),
+                None => root.join(DEFAULT_STATE_CACHE_DIR),
+            };
+            let lease = match raw.lease {
+                Some(lease) if lease.get_ref().get() < std::time::Duration::from_secs(1) => {
+                    diagnostics.push(file.at(
+                        lease.span().start,
+                        "state `lease` must be at least 1s: it is renewed every third of it",
+                    ));
+                    std::time::Duration::from_secs(DEFAULT_STATE_LEASE_SECS)
+                }
+                Some(lease) => lease.into_inner().get(),
+                None => std::time::Duration::from_secs(DEFAULT_STATE_LEASE_SECS),
+            };
+            StateSpec::Postgres { url: Secret::new(url.into_inner()), cache, lease }
         }
         RawState { path: Some(path), .. } => {
             if path.get_ref().trim().is_empty() {
@@ -124,7 +160,7 @@ fn state_spec(
             }
             StateSpec::Local { path: root.join(path.get_ref()) }
         }
-        RawState { path: None, url: None } => {
+        RawState { path: None, url: None, .. } => {
             diagnostics.push(file.at(span.start, "`[state]` needs `path` or `url`"));
             default
         }

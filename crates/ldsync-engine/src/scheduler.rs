@@ -227,7 +227,7 @@ impl Scheduler {
     ) -> SchedulerReport
     where
         C: Clock,
-        F: Fn(SyncName) -> Fut + Send + Sync + 'static,
+        F: Fn(SyncName, DateTime<Utc>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = RunResult> + Send + 'static,
     {
         let clock = Arc::new(clock);
@@ -334,15 +334,18 @@ struct SyncTask<C, F> {
 impl<C, F, Fut> SyncTask<C, F>
 where
     C: Clock,
-    F: Fn(SyncName) -> Fut + Send + Sync + 'static,
+    F: Fn(SyncName, DateTime<Utc>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = RunResult> + Send + 'static,
 {
     async fn run(self) {
         let mut due = next_after(&self.schedule, self.clock.now());
         let mut failures: u32 = 0;
-        let mut queued = false;
+        // The due time queued to run right after the current run, if any.
+        let mut queued: Option<DateTime<Utc>> = None;
         loop {
-            if !queued {
+            let slot = if let Some(slot) = queued.take() {
+                slot
+            } else {
                 let Some(at) = due else {
                     tracing::info!(sync = %self.name, "Sync's schedule has no more times.");
                     return;
@@ -352,14 +355,14 @@ where
                     () = self.cancel.cancelled() => return,
                     () = self.clock.sleep_until(at) => {}
                 }
-            }
-            queued = false;
+                at
+            };
             // The due time this run answers is used up; watch the next one while it runs.
             let now = self.clock.now();
             if due.is_some_and(|at| at <= now) {
                 due = next_after(&self.schedule, now);
             }
-            let Some(result) = self.attempt(&mut due, &mut queued).await else {
+            let Some(result) = self.attempt(slot, &mut due, &mut queued).await else {
                 return;
             };
             match result {
@@ -375,7 +378,7 @@ where
                     let not_before =
                         self.clock.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
                     // The backoff decides the next run, a queued one included.
-                    queued = false;
+                    queued = None;
                     if due.is_some_and(|at| at < not_before) {
                         due = first_at_or_after(&self.schedule, not_before);
                     }
@@ -392,14 +395,15 @@ where
         }
     }
 
-    /// Waits for a slot and runs the sync, skipping or queueing the due times that pass
-    /// meanwhile; `None` when cancelled before the run started.
+    /// Waits for a slot and runs the sync for the due time `slot`, skipping or queueing the
+    /// due times that pass meanwhile; `None` when cancelled before the run started.
     async fn attempt(
         &self,
+        slot: DateTime<Utc>,
         due: &mut Option<DateTime<Utc>>,
-        queued: &mut bool,
+        queued: &mut Option<DateTime<Utc>>,
     ) -> Option<RunResult> {
-        let run = self.start_run();
+        let run = self.start_run(slot);
         tokio::pin!(run);
         let mut stopping = false;
         loop {
@@ -411,8 +415,8 @@ where
                 () = self.clock.sleep_until(next.unwrap_or_default()), if !stopping && next.is_some() => {
                     let at = next.expect("the branch is enabled only with a due time");
                     *due = next_after(&self.schedule, at.max(self.clock.now()));
-                    if self.options.overlap == OverlapPolicy::QueueOnce && !*queued {
-                        *queued = true;
+                    if self.options.overlap == OverlapPolicy::QueueOnce && queued.is_none() {
+                        *queued = Some(at);
                         lock(&self.state).stats.queued += 1;
                         tracing::info!(
                             sync = %self.name,
@@ -432,8 +436,9 @@ where
         }
     }
 
-    /// Takes a slot, then runs the sync; `None` when cancelled before that.
-    async fn start_run(&self) -> Option<RunResult> {
+    /// Takes a place among the concurrent runs, then runs the sync for the due time `due`;
+    /// `None` when cancelled before that.
+    async fn start_run(&self, due: DateTime<Utc>) -> Option<RunResult> {
         let _slot = tokio::select! {
             biased;
             () = self.cancel.cancelled() => return None,
@@ -445,7 +450,7 @@ where
             state.stats.started += 1;
         }
         tracing::debug!(sync = %self.name, "Sync run starting.");
-        let run = async { (self.run_sync)(self.name.clone()).await };
+        let run = async { (self.run_sync)(self.name.clone(), due).await };
         let result = AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|panic| {
             RunResult::Failed(format!("the run panicked: {}", panic_message(panic.as_ref())))
         });
@@ -497,10 +502,11 @@ mod tests {
         clock: TokioClock,
         starts: &Starts,
         length: impl Fn(&str) -> Duration + Send + Sync + 'static,
-    ) -> impl Fn(SyncName) -> futures_util::future::BoxFuture<'static, RunResult> + Send + Sync
-    {
+    ) -> impl Fn(SyncName, DateTime<Utc>) -> futures_util::future::BoxFuture<'static, RunResult>
+           + Send
+           + Sync {
         let starts = Arc::clone(starts);
-        move |name: SyncName| {
+        move |name: SyncName, _due: DateTime<Utc>| {
             starts.lock().unwrap().push((name.to_string(), clock.now()));
             let length = length(name.as_str());
             Box::pin(async move {
@@ -519,7 +525,7 @@ mod tests {
         run_sync: impl FnOnce(TokioClock) -> F,
     ) -> (SchedulerReport, DateTime<Utc>)
     where
-        F: Fn(SyncName) -> Fut + Send + Sync + 'static,
+        F: Fn(SyncName, DateTime<Utc>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = RunResult> + Send + 'static,
     {
         let clock = TokioClock::starting_at(at(start));
@@ -590,6 +596,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_run_is_told_the_due_time_it_answers() {
+        let options = SchedulerOptions { overlap: OverlapPolicy::QueueOnce, ..options() };
+        let scheduler = Scheduler::new(vec![(sync("a"), Some(cron("*/15 * * * *")))], options);
+        let dues = Starts::default();
+        serve(scheduler, "10:07:00", "11:29:00", |_| {
+            let dues = Arc::clone(&dues);
+            move |name: SyncName, due: DateTime<Utc>| {
+                dues.lock().unwrap().push((name.to_string(), due));
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_mins(35)).await;
+                    RunResult::Succeeded
+                })
+            }
+        })
+        .await;
+        // A queued run answers the due time it was queued for: several processes sharing a
+        // state store claim each due time once by it.
+        assert_eq!(starts_of(&dues, "a"), [at("10:15:00"), at("10:30:00"), at("11:00:00")]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn at_most_max_concurrent_runs_at_once() {
         let names = ["a", "b", "c", "d", "e"];
         let entries = names.iter().map(|n| (sync(n), Some(cron("* * * * *")))).collect();
@@ -600,7 +627,7 @@ mod tests {
         let peak = Arc::new(AtomicUsize::new(0));
         let (report, _) = serve(scheduler, "10:00:30", "10:01:45", |clock| {
             let (starts, current, peak) = (Arc::clone(&starts), current.clone(), peak.clone());
-            move |name: SyncName| {
+            move |name: SyncName, _due: DateTime<Utc>| {
                 starts.lock().unwrap().push((name.to_string(), clock.now()));
                 let (current, peak) = (Arc::clone(&current), Arc::clone(&peak));
                 async move {
@@ -626,9 +653,9 @@ mod tests {
         clock: TokioClock,
         starts: &Starts,
         script: impl Fn(&str, usize) -> RunResult + Send + Sync + 'static,
-    ) -> impl Fn(SyncName) -> std::future::Ready<RunResult> + Send + Sync {
+    ) -> impl Fn(SyncName, DateTime<Utc>) -> std::future::Ready<RunResult> + Send + Sync {
         let starts = Arc::clone(starts);
-        move |name: SyncName| {
+        move |name: SyncName, _due: DateTime<Utc>| {
             let n = {
                 let mut starts = starts.lock().unwrap();
                 let n = starts.iter().filter(|(other, _)| other == name.as_str()).count();

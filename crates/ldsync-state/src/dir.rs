@@ -3,11 +3,12 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use ldsync_core::SyncName;
 
-use crate::{error::io, Error, History, Journal, Result, SyncLock};
+use crate::{error::io, remote::Publisher, Error, History, Journal, Remote, Result, SyncLock};
 
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -16,10 +17,12 @@ const MARKER: &str = "VERSION";
 /// What the marker file says before the version number.
 const MARKER_PREFIX: &str = "ldsync-state ";
 
-/// An open embedded state folder.
+/// An open state folder: the embedded store, or the working copy of a shared one.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    /// The shared store this folder is a working copy of, if any.
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl StateDir {
@@ -41,7 +44,29 @@ impl StateDir {
             }
             Err(error) => return Err(io(&marker)(error)),
         }
-        Ok(Self { path })
+        Ok(Self { path, remote: None })
+    }
+
+    /// Makes this folder the working copy of a shared store: taking a sync's lock takes its
+    /// lease there and checks its files out, and the journal's promises are published to it.
+    #[must_use]
+    pub fn with_remote(mut self, remote: Arc<dyn Remote>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The shared store this folder is a working copy of, if any.
+    pub fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.remote.as_ref()
+    }
+
+    fn publisher(&self, sync: &SyncName) -> Result<Option<Publisher>> {
+        let Some(remote) = &self.remote else { return Ok(None) };
+        Ok(Some(Publisher {
+            remote: Arc::clone(remote),
+            sync: sync.clone(),
+            dir: self.sync_dir(sync)?,
+        }))
     }
 
     /// The folder.
@@ -58,7 +83,7 @@ impl StateDir {
 
     /// The journal of `sync`: its pending plan and committed snapshots.
     pub fn journal(&self, sync: &SyncName) -> Result<Journal> {
-        Ok(Journal::new(&self.sync_dir(sync)?))
+        Ok(Journal::new(&self.sync_dir(sync)?).publishing_to(self.publisher(sync)?))
     }
 
     /// The run history and rejected records of `sync`.
@@ -67,8 +92,26 @@ impl StateDir {
     }
 
     /// Takes the lock that keeps a second process from running `sync` at the same time.
+    ///
+    /// With a shared store, the lock is the sync's lease there (held across machines) and the
+    /// local lock of the working copy; the sync's files are checked out of the shared store,
+    /// and published back when the lock is dropped.
     pub fn lock_sync(&self, sync: &SyncName) -> Result<SyncLock> {
-        SyncLock::acquire(&self.sync_dir(sync)?.join("lock"), sync)
+        let dir = self.sync_dir(sync)?;
+        let Some(publisher) = self.publisher(sync)? else {
+            return SyncLock::acquire(&dir.join(crate::lock::LOCK_FILE), sync);
+        };
+        publisher.remote.acquire(sync)?;
+        // The lease is ours: give it back on every way out that does not hand it to the lock.
+        let lock = SyncLock::acquire(&dir.join(crate::lock::LOCK_FILE), sync)
+            .and_then(|lock| publisher.remote.check_out(sync, &dir).map(|()| lock));
+        match lock {
+            Ok(lock) => Ok(lock.publishing_to(publisher)),
+            Err(error) => {
+                publisher.remote.release(sync);
+                Err(error)
+            }
+        }
     }
 }
 

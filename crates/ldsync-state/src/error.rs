@@ -51,19 +51,37 @@ pub enum Error {
         /// Who holds the lock, as the lock file says.
         holder: String,
     },
+    /// The shared state store gave this process's lease on the sync to another process (this
+    /// one stopped renewing it in time): the run stops writing state.
+    #[error("sync `{sync}`: this process lost its lease in the shared state store; another process may be running it")]
+    LeaseLost {
+        /// The sync.
+        sync: String,
+    },
+    /// The shared state store could not be used.
+    #[error("the shared state store could not {operation}: {message}")]
+    Shared {
+        /// What was being done, as a verb phrase.
+        operation: String,
+        /// Why it failed (never the connection string).
+        message: String,
+    },
 }
 
 impl Classify for Error {
     fn domain(&self) -> ErrorDomain {
         match self {
-            Self::Io { .. } | Self::Locked { .. } => ErrorDomain::External,
+            Self::Io { .. }
+            | Self::Locked { .. }
+            | Self::LeaseLost { .. }
+            | Self::Shared { .. } => ErrorDomain::External,
             Self::NotAStateDir { .. } | Self::IncompatibleVersion { .. } => ErrorDomain::Config,
             Self::Corrupt { .. } => ErrorDomain::Internal,
         }
     }
 
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Locked { .. })
+        matches!(self, Self::Locked { .. } | Self::LeaseLost { .. } | Self::Shared { .. })
     }
 }
 

@@ -18,7 +18,7 @@ use std::{
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{error::io, Error, Result};
+use crate::{error::io, remote::Publisher, Error, Result};
 
 const PLAN: &str = "plan.json";
 const ACKS: &str = "acks.log";
@@ -39,11 +39,28 @@ pub struct Plan<T> {
 pub struct Journal {
     dir: PathBuf,
     snapshots: PathBuf,
+    /// The shared store each promise is published to, when the state has one.
+    publisher: Option<Publisher>,
 }
 
 impl Journal {
     pub(crate) fn new(sync_dir: &Path) -> Self {
-        Self { dir: sync_dir.join("pending"), snapshots: sync_dir.join("snapshots") }
+        Self {
+            dir: sync_dir.join("pending"),
+            snapshots: sync_dir.join("snapshots"),
+            publisher: None,
+        }
+    }
+
+    pub(crate) fn publishing_to(mut self, publisher: Option<Publisher>) -> Self {
+        self.publisher = publisher;
+        self
+    }
+
+    /// Publishes the sync's folder to the shared store, if there is one: a promise is kept
+    /// only once whoever takes the sync over next can read it.
+    fn publish(&self) -> Result<()> {
+        self.publisher.as_ref().map_or(Ok(()), Publisher::publish)
     }
 
     /// Where a target snapshot of the pending plan is written before the plan.
@@ -124,12 +141,14 @@ impl Journal {
         sync_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(plan)
             .map_err(|err| Error::Corrupt { path: self.dir.join(PLAN), reason: err.to_string() })?;
-        write_atomically(&self.dir.join(PLAN), &bytes)
+        write_atomically(&self.dir.join(PLAN), &bytes)?;
+        self.publish()
     }
 
     /// Records that LaunchDarkly accepted batch `id`; durable when this returns.
     pub fn acknowledge(&self, id: &str) -> Result<()> {
-        self.append_acknowledgement(id, true)
+        self.append_acknowledgement(id, true)?;
+        self.publish()
     }
 
     /// Records that LaunchDarkly accepted batch `id`, without waiting for the disk: for batches
@@ -208,7 +227,8 @@ impl Journal {
     pub fn write_pending(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let files = self.dir.join("files");
         create_private_dir(&files)?;
-        write_atomically(&files.join(file_name(name)), bytes)
+        write_atomically(&files.join(file_name(name)), bytes)?;
+        self.publish()
     }
 
     /// Reads `name`, a file written with [`Journal::write_pending`]; `None` when it is missing.

@@ -25,6 +25,7 @@ mod events;
 mod history;
 mod journal;
 mod lock;
+mod remote;
 
 pub use dir::{StateDir, FORMAT_VERSION};
 pub use error::{Error, Result};
@@ -32,3 +33,4 @@ pub use events::{BackfillProgress, EventLedger, EventsState, IdentityIndex, DAY_
 pub use history::{History, Rejection, RunRecord};
 pub use journal::{create_private_dir, sync_dir, write_atomically, Journal, Plan};
 pub use lock::{LockHolder, SyncLock};
+pub use remote::{is_local_only, shared_files, Remote};

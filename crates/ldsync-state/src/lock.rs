@@ -9,16 +9,39 @@ use std::{
 
 use ldsync_core::SyncName;
 
-use crate::{error::io, Error, Result};
+use crate::{error::io, remote::Publisher, Error, Result};
+
+/// The lock file's name in a sync's folder.
+pub(crate) const LOCK_FILE: &str = "lock";
 
 /// Who holds a lock, as written into the lock file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHolder(pub String);
 
 /// A held lock on one sync; released when dropped (or when the process dies).
+///
+/// With a shared store, dropping it publishes the sync's folder and gives the lease back; a
+/// failure to publish is logged, and leaves the shared copy at the last promise published,
+/// which the next holder finishes like a crashed run's.
 #[derive(Debug)]
 pub struct SyncLock {
     file: File,
+    publisher: Option<Publisher>,
+}
+
+impl Drop for SyncLock {
+    fn drop(&mut self) {
+        if let Some(publisher) = self.publisher.take() {
+            if let Err(error) = publisher.publish() {
+                tracing::error!(
+                    sync = %publisher.sync,
+                    error = %ldsync_core::error_chain(&error),
+                    "Could not publish the sync's state to the shared store; the next run finishes from its last promise."
+                );
+            }
+            publisher.remote.release(&publisher.sync);
+        }
+    }
 }
 
 impl SyncLock {
@@ -54,7 +77,12 @@ impl SyncLock {
         file.set_len(0).map_err(io(path))?;
         file.rewind().map_err(io(path))?;
         file.write_all(note.as_bytes()).map_err(io(path))?;
-        Ok(Self { file })
+        Ok(Self { file, publisher: None })
+    }
+
+    pub(crate) fn publishing_to(mut self, publisher: Publisher) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     /// Who holds this lock.

@@ -4,7 +4,7 @@
 use std::{process::ExitCode, sync::Arc, time::Instant};
 
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ldsync_config::Project;
 use ldsync_core::SyncName;
 use ldsync_engine::{
@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::sync::{load, one, state_dir, Context, Mode, Report};
+use super::sync::{load, one, open_state, Context, Mode, Report};
 use crate::cli::{AllowArgs, GlobalArgs, Overlap, ServeArgs};
 
 pub(crate) async fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -81,6 +81,14 @@ pub(crate) async fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// The lock error under `error`, if the run failed because another process holds the sync.
+fn locked(error: &anyhow::Error) -> Option<&ldsync_state::Error> {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<ldsync_state::Error>())
+        .find(|cause| matches!(cause, ldsync_state::Error::Locked { .. }))
+}
+
 async fn metrics(State(telemetry): State<Arc<Telemetry>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], telemetry.render())
 }
@@ -92,9 +100,9 @@ fn schedule(
     telemetry: &Arc<Telemetry>,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = ldsync_engine::scheduler::SchedulerReport>> {
-    let state = state_dir(project)?;
+    let store = open_state(project)?;
     let observer: Arc<dyn ldsync_launchdarkly::RequestObserver> = telemetry.clone();
-    let context = Arc::new(Context::new(project, state, Some(observer)));
+    let context = Arc::new(Context::new(project, &store, Some(observer)));
     let entries = project
         .syncs
         .values()
@@ -113,21 +121,67 @@ fn schedule(
         ..SchedulerOptions::default()
     };
     let telemetry = Arc::clone(telemetry);
-    let run_sync = move |name: SyncName| {
+    let run_sync = move |name: SyncName, due: DateTime<Utc>| {
         let (context, telemetry) = (Arc::clone(&context), Arc::clone(&telemetry));
-        async move { run_one(&context, &telemetry, &name).await }
+        async move { run_one(&context, &telemetry, &name, due).await }
     };
     Ok(Scheduler::new(entries, options).run(SystemClock, run_sync, cancel))
 }
 
-/// One scheduled run, counted in `/metrics`.
-async fn run_one(context: &Context, telemetry: &Telemetry, name: &SyncName) -> RunResult {
+/// One scheduled run, for the due time `due`, counted in `/metrics`.
+///
+/// With a shared state store, the process first claims the due time there: of several `serve`
+/// processes sharing the store, the one that claims it runs it, and the others skip it. A sync
+/// whose lease another process holds (a run still going there) is skipped too, as an overlap.
+async fn run_one(
+    context: &Context,
+    telemetry: &Telemetry,
+    name: &SyncName,
+    due: DateTime<Utc>,
+) -> RunResult {
     let Some(sync) = context.project.syncs.get(name) else {
         return RunResult::Failed(format!("sync `{name}` is no longer declared"));
     };
+    if let Some(shared) = &context.shared {
+        let claim = {
+            let (shared, name) = (Arc::clone(shared), name.clone());
+            tokio::task::spawn_blocking(move || shared.claim(&name, due)).await
+        };
+        match claim {
+            Ok(Ok(true)) => {
+                tracing::info!(sync = %name, due = %due.to_rfc3339(), "Claimed the scheduled run.");
+            }
+            Ok(Ok(false)) => {
+                tracing::info!(
+                    sync = %name,
+                    due = %due.to_rfc3339(),
+                    "Another process claimed this scheduled run; skipping it."
+                );
+                return RunResult::Succeeded;
+            }
+            Ok(Err(error)) => {
+                let error = ldsync_core::error_chain(&error);
+                tracing::error!(sync = %name, %error, "Could not claim the scheduled run.");
+                return RunResult::Failed(error);
+            }
+            Err(panic) => return RunResult::Failed(format!("claiming the run panicked: {panic}")),
+        }
+    }
     let started = Instant::now();
     let span = tracing::info_span!("sync", sync = %name, object = sync.object.kind());
     let result = one(context, sync, Mode::Run, AllowArgs::default()).instrument(span).await;
+    if context.shared.is_some() {
+        if let Err(error) = &result {
+            if let Some(ldsync_state::Error::Locked { holder, .. }) = locked(error) {
+                tracing::warn!(
+                    sync = %name,
+                    holder = %holder,
+                    "Another process is still running the sync; skipping this scheduled run."
+                );
+                return RunResult::Succeeded;
+            }
+        }
+    }
     let (status, counts, outcome) = match &result {
         Ok(report) => {
             let (outcome, counts) = match report {

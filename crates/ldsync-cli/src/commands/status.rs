@@ -7,7 +7,7 @@ use ldsync_config::SyncSpec;
 use ldsync_state::{Rejection, RunRecord, StateDir};
 use serde::Serialize;
 
-use super::sync::{load, select, state_dir};
+use super::sync::{load, read_state, select};
 use crate::{
     cli::{GlobalArgs, OutputFormat, StatusArgs},
     output,
@@ -40,11 +40,12 @@ pub(crate) fn run(global: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<Exit
         Ok(syncs) => syncs,
         Err(code) => return Ok(code),
     };
-    let state = state_dir(&project)?;
+    let store = read_state(&project, &syncs)?;
+    let state = &store.dir;
     let limit = if args.sync.is_some() { args.limit.max(1) } else { 1 };
     let statuses = syncs
         .into_iter()
-        .map(|sync| status(&state, sync, limit, args.rejected))
+        .map(|sync| status(state, sync, limit, args.rejected))
         .collect::<anyhow::Result<Vec<_>>>()?;
     match global.output {
         OutputFormat::Json => output::json(&statuses)?,

@@ -4,6 +4,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use ldsync_config::{Project, StateSpec, SyncObject, SyncSpec};
+use ldsync_core::Secret;
 use ldsync_engine::{
     events::{Backfill, EventsReport, EventsSync},
     metrics::{MetricsOptions, MetricsReport, MetricsSync},
@@ -11,6 +12,7 @@ use ldsync_engine::{
 };
 use ldsync_launchdarkly::{Limiter, RequestObserver};
 use ldsync_state::StateDir;
+use ldsync_state_pg::{PgStateStore, StoreOptions};
 use serde::Serialize;
 use tracing::Instrument as _;
 
@@ -140,13 +142,57 @@ pub(crate) fn select<'p>(
     Ok(selected)
 }
 
-pub(crate) fn state_dir(project: &Project) -> anyhow::Result<StateDir> {
+/// The state store a command works with.
+#[derive(Debug)]
+pub(crate) struct Store {
+    /// The folder: the embedded store, or a working copy of the shared one.
+    pub(crate) dir: StateDir,
+    /// The shared store, when `[state] url` names one.
+    pub(crate) shared: Option<Arc<PgStateStore>>,
+    /// The private copy a read-only view was made in, removed with the view.
+    _view: Option<tempfile::TempDir>,
+}
+
+/// Opens the state store for runs: the embedded folder, or the working copy of the shared
+/// store (whose locks are leases there).
+pub(crate) fn open_state(project: &Project) -> anyhow::Result<Store> {
     match &project.state {
-        StateSpec::Local { path } => Ok(StateDir::open(path)?),
-        StateSpec::Postgres { .. } => anyhow::bail!(
-            "the PostgreSQL state store (`[state] url`) is not available in this version: use `[state] path`"
-        ),
+        StateSpec::Local { path } => {
+            Ok(Store { dir: StateDir::open(path)?, shared: None, _view: None })
+        }
+        StateSpec::Postgres { url, cache, lease } => {
+            let shared = Arc::new(connect_shared(url, *lease)?);
+            let remote: Arc<dyn ldsync_state::Remote> = shared.clone();
+            let dir = StateDir::open(cache)
+                .with_context(|| {
+                    format!("cannot open the shared store's working copy `{}`", cache.display())
+                })?
+                .with_remote(remote);
+            Ok(Store { dir, shared: Some(shared), _view: None })
+        }
     }
+}
+
+/// Opens the state of `syncs` for reading, without taking their locks: the embedded folder,
+/// or a private copy of the shared store's files of these syncs (a run elsewhere may be
+/// writing them; the copy is the last state it published).
+pub(crate) fn read_state(project: &Project, syncs: &[&SyncSpec]) -> anyhow::Result<Store> {
+    let StateSpec::Postgres { url, lease, .. } = &project.state else {
+        return open_state(project);
+    };
+    let shared = Arc::new(connect_shared(url, *lease)?);
+    let view = tempfile::Builder::new().prefix("ldsync-state-view").tempdir()?;
+    let dir = StateDir::open(view.path().join("state"))?;
+    for sync in syncs {
+        ldsync_state::Remote::check_out(&*shared, &sync.name, &dir.sync_dir(&sync.name)?)
+            .with_context(|| format!("sync `{}`: cannot read its state", sync.name))?;
+    }
+    Ok(Store { dir, shared: Some(shared), _view: Some(view) })
+}
+
+fn connect_shared(url: &Secret, lease: std::time::Duration) -> anyhow::Result<PgStateStore> {
+    let options = StoreOptions { lease, ..StoreOptions::default() };
+    PgStateStore::connect(url.expose(), options).context("cannot open the PostgreSQL state store")
 }
 
 pub(crate) async fn plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -202,10 +248,11 @@ async fn execute(
         Ok(syncs) => syncs,
         Err(code) => return Ok(Err(code)),
     };
-    let state = state_dir(&project).context("cannot open the state store")?;
+    let store = if mode.is_plan() { read_state(&project, &syncs) } else { open_state(&project) }
+        .context("cannot open the state store")?;
     let context = Context {
         show_progress: global.output == OutputFormat::Text,
-        ..Context::new(&project, state, None)
+        ..Context::new(&project, &store, None)
     };
     let mut results = Vec::new();
     for sync in syncs {
@@ -245,6 +292,8 @@ async fn execute(
 pub(crate) struct Context {
     pub(crate) project: Project,
     pub(crate) state: StateDir,
+    /// The shared state store, whose schedule claims `serve` takes.
+    pub(crate) shared: Option<Arc<PgStateStore>>,
     pub(crate) limiter: Arc<Limiter>,
     pub(crate) observer: Option<Arc<dyn RequestObserver>>,
     /// Draw progress on a terminal (text output, not under `serve`).
@@ -254,12 +303,13 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) fn new(
         project: &Project,
-        state: StateDir,
+        store: &Store,
         observer: Option<Arc<dyn RequestObserver>>,
     ) -> Self {
         Self {
             project: project.clone(),
-            state,
+            state: store.dir.clone(),
+            shared: store.shared.clone(),
             limiter: Arc::new(Limiter::default()),
             observer,
             show_progress: false,

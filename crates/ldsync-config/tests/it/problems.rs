@@ -94,3 +94,32 @@ fn secrets_never_reach_a_problem() {
     let found = problems(&config, &[]);
     assert!(!found.iter().any(|p| p.contains("api-test-token")), "{found:#?}");
 }
+
+#[test]
+fn a_shared_state_store_takes_a_cache_and_a_lease() {
+    let config = format!(
+        "[state]\nurl = \"${{LDSYNC_STATE_URL}}\"\ncache = \"work\"\nlease = \"15s\"\n\n{PROJECT}"
+    );
+    let dir = project(&config, &[]);
+    let loaded = load_with(&dir.path().join("ldsync.toml"), &example_env()).unwrap();
+    let ldsync_config::StateSpec::Postgres { url, cache, lease } = loaded.state else {
+        panic!("expected the PostgreSQL store, got {:?}", loaded.state)
+    };
+    assert_eq!(url.expose(), "postgres://ldsync@127.0.0.1/state");
+    assert_eq!(cache, dir.path().join("work"));
+    assert_eq!(lease, std::time::Duration::from_secs(15));
+
+    let found = problems(&format!("[state]\npath = \"s\"\nlease = \"15s\"\n\n{PROJECT}"), &[]);
+    assert_eq!(
+        found,
+        ["ldsync.toml:3:9: `[state] lease` applies to a PostgreSQL state store (`url`) only"]
+    );
+    let found = problems(
+        &format!("[state]\nurl = \"${{LDSYNC_STATE_URL}}\"\nlease = \"100ms\"\n\n{PROJECT}"),
+        &[],
+    );
+    assert_eq!(
+        found,
+        ["ldsync.toml:3:9: state `lease` must be at least 1s: it is renewed every third of it"]
+    );
+}

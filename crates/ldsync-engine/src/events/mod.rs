@@ -320,10 +320,11 @@ impl<S: Source> EventsSync<'_, S> {
         command: &str,
         work: impl Future<Output = Result<EventsReport>>,
     ) -> Result<EventsReport> {
+        // Never two runs of one sync at once, across processes. The run's time starts once it
+        // holds the sync, so that no two runs' times overlap in the history.
+        let _lock = self.state.lock_sync(self.name).map_err(self.state_error())?;
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        // Never two runs of one sync at once, across processes.
-        let _lock = self.state.lock_sync(self.name).map_err(self.state_error())?;
         let history = self.state.history(self.name).map_err(self.state_error())?;
         let result = work.await;
         let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -289,10 +289,11 @@ impl<S: Source> MetricsSync<'_, S> {
     }
 
     async fn run_recorded(&self, options: MetricsOptions, mode: Mode) -> Result<MetricsReport> {
+        // Never two runs of one sync at once, across processes. The run's time starts once it
+        // holds the sync, so that no two runs' times overlap in the history.
+        let _lock = self.state.lock_sync(self.name).map_err(self.state_error())?;
         let started = Utc::now();
         let clock = std::time::Instant::now();
-        // Never two runs of one sync at once, across processes.
-        let _lock = self.state.lock_sync(self.name).map_err(self.state_error())?;
         let journal = self.state.journal(self.name).map_err(self.state_error())?;
         let history = self.state.history(self.name).map_err(self.state_error())?;
 
