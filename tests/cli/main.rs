@@ -5,6 +5,7 @@ mod connections;
 mod events;
 mod hostile;
 mod metrics;
+mod operations;
 mod secrets;
 mod segments;
 mod shared_state;

@@ -152,7 +152,7 @@ pub(crate) fn churn(
     kept
 }
 
-const SEGMENT_SYNC: &str = "[segment]\nkey = \"members\"\nmax_removal_ratio = 1.0\nbatch_size = 100\nquery = \"select id as context_key from users where member\"\n";
+pub(crate) const SEGMENT_SYNC: &str = "[segment]\nkey = \"members\"\nmax_removal_ratio = 1.0\nbatch_size = 100\nquery = \"select id as context_key from users where member\"\n";
 
 pub(crate) fn assert_success(output: &Output) {
     assert!(output.status.success(), "{}", describe(output));

@@ -1,0 +1,101 @@
+//! What `serve` tells monitoring: `/metrics`, read by a Prometheus text parser, agrees with the
+//! runs that `status` lists.
+
+use std::{collections::BTreeMap, collections::BTreeSet, process::Stdio, time::Duration};
+
+use prometheus_parse::{Scrape, Value};
+
+use crate::{
+    describe, ldsync,
+    segments::{DuckDbWarehouse, Project, SEGMENT_SYNC, TOKEN},
+};
+
+/// The samples of one scrape: `(metric, sync label, result label) → value`, with a
+/// histogram's count as its value.
+fn scrape(body: &str) -> BTreeMap<(String, String, String), f64> {
+    let lines = body.lines().map(|line| Ok(line.to_owned()));
+    let scrape = Scrape::parse(lines).expect("the exposition parses");
+    let mut samples = BTreeMap::new();
+    for sample in scrape.samples {
+        let value = match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => continue,
+        };
+        let label = |name: &str| sample.labels.get(name).unwrap_or_default().to_owned();
+        samples.insert((sample.metric.clone(), label("sync"), label("result")), value);
+    }
+    samples
+}
+
+fn get(samples: &BTreeMap<(String, String, String), f64>, metric: &str, result: &str) -> f64 {
+    samples
+        .get(&(metric.to_owned(), "members".to_owned(), result.to_owned()))
+        .copied()
+        .unwrap_or_else(|| panic!("no sample {metric}{{result={result:?}}}: {samples:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_and_agree_with_status() {
+    // Every four seconds: a scrape right after a run is seconds away from the next one.
+    let sync = format!("schedule = \"*/4 * * * * *\"\n{SEGMENT_SYNC}");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..30).map(|i| format!("p{i}")).collect();
+    warehouse.set(&members).await;
+    let port = ldsync_test_support::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command =
+        tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
+    command.args(["serve", "--listen", &listen]).kill_on_drop(true);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let url = format!("http://{listen}/metrics");
+
+    // Run 1 adds every member; run 2 removes ten and adds two; run 3 finds nothing to do.
+    let mut samples = BTreeMap::new();
+    for runs in 1..=3 {
+        for _ in 0..150 {
+            if let Ok(response) = reqwest::get(&url).await {
+                let text = response.text().await.unwrap();
+                samples = scrape(&text);
+                if get(&samples, "ldsync_run_duration_seconds", "") >= f64::from(runs) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(get(&samples, "ldsync_run_duration_seconds", ""), f64::from(runs));
+        if runs == 1 {
+            let fewer: BTreeSet<String> =
+                members.iter().skip(10).cloned().chain(["q1".into(), "q2".into()]).collect();
+            warehouse.set(&fewer).await;
+        }
+    }
+    // Right after the third run, before the fourth: the history holds the same three runs.
+    let status = project.ldsync(&["status", "members", "--output", "json"]).await;
+    assert!(status.status.success(), "{}", describe(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let runs = status[0]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{status:#}");
+    for result in ["succeeded", "unchanged", "refused", "failed"] {
+        let listed = runs.iter().filter(|run| run["outcome"] == result).count();
+        assert_eq!(get(&samples, "ldsync_runs_total", result), listed as f64, "{result}");
+    }
+    let total =
+        |field: &str| runs.iter().map(|run| run[field].as_u64().unwrap()).sum::<u64>() as f64;
+    assert_eq!(get(&samples, "ldsync_segment_members_added_total", ""), total("adds"));
+    assert_eq!(get(&samples, "ldsync_segment_members_removed_total", ""), total("removes"));
+    assert_eq!(get(&samples, "ldsync_rows_read_total", ""), total("rows"));
+    assert_eq!((total("adds"), total("removes")), (32.0, 10.0));
+    assert_eq!(get(&samples, "ldsync_runs_total", "unchanged"), 1.0);
+    assert!(get(&samples, "ldsync_last_success_timestamp_seconds", "") > 1.7e9);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("serve stopped within the shutdown bound")
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+}
