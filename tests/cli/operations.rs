@@ -104,3 +104,73 @@ async fn metrics_parse_and_agree_with_status() {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
 }
+
+/// Starts `serve` on a project whose one sync is due every second and whose 1 000 members go
+/// out at two requests a second, waits until the first run is part-way through its delivery,
+/// and sends SIGTERM; returns the process's output and the members the warehouse holds.
+async fn stop_mid_delivery(
+    shutdown_timeout: &str,
+) -> (Project, std::process::Output, BTreeSet<String>) {
+    let sync = format!("schedule = \"* * * * * *\"\n{SEGMENT_SYNC}");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    let warehouse = DuckDbWarehouse::new(project.path()).await;
+    let members: BTreeSet<String> = (0..1_000).map(|i| format!("t{i}")).collect();
+    warehouse.set(&members).await;
+    project.emulator.set_rate_limits(vec!["POST /api/v2/segments/*/*/*/contexts=2/1s"
+        .parse::<ldsync_emulator::RateLimitSpec>()
+        .unwrap()]);
+    let port = ldsync_test_support::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command =
+        tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
+    command
+        .args(["serve", "--listen", &listen, "--shutdown-timeout", shutdown_timeout])
+        .kill_on_drop(true);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    for _ in 0..300 {
+        let delivered = project.members("members").len();
+        if delivered >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = project.members("members").len();
+    assert!((200..1_000).contains(&delivered), "part-way through: {delivered} members");
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let output = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
+        .await
+        .expect("serve stopped within its shutdown bound")
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    (project, output, members)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_run_in_flight_finish() {
+    let (project, output, members) = stop_mid_delivery("30s").await;
+    assert_eq!(project.members("members"), members, "{}", describe(&output));
+    let status = project.ldsync(&["status", "members", "--output", "json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status[0]["interrupted_run"].is_null(), "{status:#}");
+    let runs = status[0]["runs"].as_array().unwrap();
+    assert_eq!((runs.len(), runs[0]["outcome"].as_str()), (1, Some("succeeded")), "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_past_the_bound_leaves_a_plan_the_next_run_finishes() {
+    let (project, output, members) = stop_mid_delivery("1s").await;
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("the next run finishes their plans"), "{logs}");
+    assert!(project.members("members").len() < members.len(), "the run was stopped part-way");
+    project.emulator.set_rate_limits(Vec::new());
+    let run = project.ldsync(&["run"]).await;
+    assert!(run.status.success(), "{}", describe(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("finished the interrupted run"),
+        "{}",
+        describe(&run)
+    );
+    assert_eq!(project.members("members"), members);
+}
