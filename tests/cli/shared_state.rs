@@ -182,6 +182,40 @@ impl Server {
     }
 }
 
+/// Waits up to 20 s for the emulator's members to be `members`.
+async fn wait_for_members(project: &Project, members: &BTreeSet<String>) {
+    for _ in 0..200 {
+        if project.members("members") == *members {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// No two runs of the sync in the shared history overlapped in time, on either machine.
+async fn assert_runs_never_overlapped(dir: &Path, state_url: &str) {
+    let status =
+        ldsync_in(dir, state_url, &["status", "members", "--limit", "1000", "--output", "json"])
+            .await;
+    assert!(status.status.success(), "{}", describe(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let mut runs: Vec<(chrono::DateTime<chrono::Utc>, i64)> = status[0]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            let start = run["started_at"].as_str().unwrap().parse().unwrap();
+            (start, run["duration_ms"].as_i64().unwrap())
+        })
+        .collect();
+    runs.sort();
+    assert!(runs.len() >= 5, "{status:#}");
+    for pair in runs.windows(2) {
+        let end = pair[0].0 + chrono::TimeDelta::milliseconds(pair[0].1);
+        assert!(end <= pair[1].0, "runs overlapped: {pair:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_serve_processes_run_each_due_time_once_and_take_over_from_a_dead_one() {
     let (project, client, state_url) = project("schedule = \"* * * * * *\"\n").await;
@@ -193,12 +227,7 @@ async fn two_serve_processes_run_each_due_time_once_and_take_over_from_a_dead_on
 
     // Both serve the sync; the members arrive, then each change does.
     for round in 0..4 {
-        for _ in 0..200 {
-            if project.members("members") == members {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_members(&project, &members).await;
         assert_eq!(project.members("members"), members, "round {round}");
         members = members.iter().skip(3).cloned().collect();
         members.extend((0..5).map(|i| format!("r{round}-{i}")));
@@ -233,12 +262,7 @@ async fn two_serve_processes_run_each_due_time_once_and_take_over_from_a_dead_on
     );
     members.insert("after-takeover".into());
     set_members(&client, &members).await;
-    for _ in 0..200 {
-        if project.members("members") == members {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_members(&project, &members).await;
     assert_eq!(project.members("members"), members, "B alone keeps the mirror exact");
 
     let pid = b.child.id().unwrap().to_string();
@@ -262,29 +286,18 @@ async fn two_serve_processes_run_each_due_time_once_and_take_over_from_a_dead_on
         "B kept running the sync after A died"
     );
 
-    // No two runs of the sync overlapped, on either machine.
-    let status = ldsync_in(
-        project.path(),
-        &state_url,
-        &["status", "members", "--limit", "1000", "--output", "json"],
-    )
-    .await;
-    assert!(status.status.success(), "{}", describe(&status));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let mut runs: Vec<(chrono::DateTime<chrono::Utc>, i64)> = status[0]["runs"]
-        .as_array()
-        .unwrap()
+    assert_runs_never_overlapped(project.path(), &state_url).await;
+    // Every run's lines carry its sync and run id, in the span.
+    let delivered: Vec<_> = b
+        .drain()
         .iter()
-        .map(|run| {
-            let start = run["started_at"].as_str().unwrap().parse().unwrap();
-            (start, run["duration_ms"].as_i64().unwrap())
-        })
+        .filter(|line| line["message"] == "Segment sync delivered.")
+        .cloned()
         .collect();
-    runs.sort();
-    assert!(runs.len() >= 5, "{status:#}");
-    for pair in runs.windows(2) {
-        let end = pair[0].0 + chrono::TimeDelta::milliseconds(pair[0].1);
-        assert!(end <= pair[1].0, "runs overlapped: {pair:?}");
+    assert!(!delivered.is_empty());
+    for line in delivered {
+        assert_eq!(line["span"]["sync"], "members", "{line:#}");
+        assert_eq!(line["span"]["run_id"], line["run_id"], "{line:#}");
     }
     let logs = format!("{:?}{:?}", a.drain(), b.drain());
     assert!(!logs.contains(TOKEN));

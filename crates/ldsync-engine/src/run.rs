@@ -16,6 +16,15 @@ impl RunId {
         Self::starting_at(Utc::now())
     }
 
+    /// A new id for the run starting now, recorded as the `run_id` field of the current span:
+    /// the binary opens each sync's span with that field empty, so every line the run logs
+    /// from here on carries its id.
+    pub fn start() -> Self {
+        let id = Self::new();
+        tracing::Span::current().record("run_id", tracing::field::display(&id));
+        id
+    }
+
     /// A new id for a run that started at `start`.
     pub fn starting_at(start: DateTime<Utc>) -> Self {
         let random = uuid::Uuid::new_v4().simple().to_string();

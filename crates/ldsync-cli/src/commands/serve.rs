@@ -168,7 +168,7 @@ async fn run_one(
         }
     }
     let started = Instant::now();
-    let span = tracing::info_span!("sync", sync = %name, object = sync.object.kind());
+    let span = tracing::info_span!("sync", sync = %name, object = sync.object.kind(), run_id = tracing::field::Empty);
     let result = one(context, sync, Mode::Run, AllowArgs::default()).instrument(span).await;
     if context.shared.is_some() {
         if let Err(error) = &result {

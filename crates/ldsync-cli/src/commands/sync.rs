@@ -256,7 +256,7 @@ async fn execute(
     };
     let mut results = Vec::new();
     for sync in syncs {
-        let span = tracing::info_span!("sync", sync = %sync.name, object = sync.object.kind());
+        let span = tracing::info_span!("sync", sync = %sync.name, object = sync.object.kind(), run_id = tracing::field::Empty);
         let (report, error) = match one(&context, sync, mode, allow).instrument(span).await {
             Ok(report) => (Some(report), None),
             Err(error) => {

@@ -426,7 +426,7 @@ impl<S: Source> EventsSync<'_, S> {
         let horizon = self.horizon();
         let mut report = EventsReport {
             sync: self.sync(),
-            run_id: RunId::new(),
+            run_id: RunId::start(),
             command: match mode {
                 Mode::Incremental => "run",
                 Mode::Backfill(_) => "backfill",

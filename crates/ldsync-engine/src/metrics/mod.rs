@@ -478,7 +478,7 @@ impl<S: Source> MetricsSync<'_, S> {
             .collect();
         let mut report = MetricsReport {
             sync: self.sync(),
-            run_id: RunId::new(),
+            run_id: RunId::start(),
             outcome: RunOutcome::Unchanged,
             rows: staged.rows,
             rejected: staged.rejected,

@@ -403,7 +403,7 @@ impl<S: Source> SegmentSync<'_, S> {
         let staged_ms = clock.elapsed().as_millis();
         let mut report = SegmentReport {
             sync: sync.clone(),
-            run_id: RunId::new(),
+            run_id: RunId::start(),
             outcome: RunOutcome::Unchanged,
             rows: staged.rows,
             rejected: staged.rejected,
