@@ -149,8 +149,19 @@ impl Committed {
         // Without a hint, the run records the order it sees the base's keys in, for the next.
         let arrival = (self.hint.is_none() && !self.base.is_empty())
             .then(|| Vec::with_capacity(self.base.len()));
+        // The base positions of the delta's removes, found once here rather than looked up
+        // for every key the hint places.
+        let mut removed =
+            vec![0; if self.delta.removes.is_empty() { 0 } else { self.base.len().div_ceil(64) }];
+        for i in 0..self.delta.removes.len() {
+            let fp = self.delta.removes.fingerprint(i);
+            if let Some(position) = self.base_index.find(&self.base, fp) {
+                mark(&mut removed, position);
+            }
+        }
         Probe {
             arrival,
+            removed,
             cursor: 0,
             predicted: 0,
             base_hits: 0,
@@ -186,6 +197,8 @@ pub struct Probe {
     committed: Committed,
     /// The base keys seen, in order, as (fingerprint, position), when there is no hint.
     arrival: Option<Vec<([u8; 16], u32)>>,
+    /// The base positions of the committed delta's removes (empty when it has none).
+    removed: Vec<u64>,
     /// The next entry of the hint.
     cursor: usize,
     /// Base keys found where the hint expected them.
@@ -251,9 +264,30 @@ impl Probe {
         }
     }
 
-    /// Settles a key the delta decides, or the hint places; false when the base's index must.
+    /// Settles a key the hint places, or the delta decides; false when the base's index must.
+    ///
+    /// The hint goes first: it holds base keys only, which the delta's adds never are, and a
+    /// base key the delta removed is known by its position, so most keys cost one comparison.
     fn resolve_fast(&mut self, key: &[u8], fp: u128) -> bool {
         let committed = &self.committed;
+        if let Some(hint) = &committed.hint {
+            // The expected entry, or one of the next two (rows that left since).
+            for at in self.cursor..(self.cursor + 3).min(hint.len()) {
+                if hint.fingerprint(at) == fp {
+                    let position = hint.position(at) as usize;
+                    self.cursor = at + 1;
+                    self.predicted += 1;
+                    self.base_hits += 1;
+                    if !self.removed.is_empty() && marked(&self.removed, position) {
+                        // A member the delta removed is back: an add.
+                        self.new.push_with_fingerprint(key, fp);
+                    } else {
+                        mark(&mut self.base_seen, position);
+                    }
+                    return true;
+                }
+            }
+        }
         if !committed.delta.adds.is_empty() {
             if let Some(position) = committed.adds_index.find(&committed.delta.adds, fp) {
                 mark(&mut self.adds_seen, position);
@@ -265,18 +299,6 @@ impl Probe {
         {
             self.new.push_with_fingerprint(key, fp);
             return true;
-        }
-        if let Some(hint) = &committed.hint {
-            // The expected entry, or one of the next two (rows that left since).
-            for at in self.cursor..(self.cursor + 3).min(hint.len()) {
-                if hint.fingerprint(at) == fp {
-                    mark(&mut self.base_seen, hint.position(at) as usize);
-                    self.cursor = at + 1;
-                    self.predicted += 1;
-                    self.base_hits += 1;
-                    return true;
-                }
-            }
         }
         false
     }
@@ -336,7 +358,7 @@ impl Probe {
         let next_base = |mut b: usize| {
             while b < base.len()
                 && (marked(&self.base_seen, b)
-                    || committed.removes_index.find(&delta.removes, base.fingerprint(b)).is_some())
+                    || (!self.removed.is_empty() && marked(&self.removed, b)))
             {
                 b += 1;
             }
