@@ -329,6 +329,7 @@ impl<S: Source> SegmentSync<'_, S> {
             return Ok(report);
         }
         // 3. Journal: the deltas first, then the plan that promises them.
+        let clock = std::time::Instant::now();
         let mut plan = SegmentPlan { segments: Vec::new() };
         for segment in &planned {
             for (part, keys) in [("adds", &segment.delta.adds), ("removes", &segment.delta.removes)]
@@ -348,8 +349,15 @@ impl<S: Source> SegmentSync<'_, S> {
         let promise =
             Plan { run_id: run_id.clone(), created_at: Utc::now().to_rfc3339(), body: plan };
         journal.begin(&promise).map_err(self.state_error())?;
+        let journal_ms = clock.elapsed().as_millis();
         // 4. Deliver, then 5. commit.
         self.deliver_or_abandon(journal, &run_id, &planned, options).await?;
+        tracing::debug!(
+            sync = %self.name,
+            journal_ms,
+            deliver_and_commit_ms = clock.elapsed().as_millis() - journal_ms,
+            "Journaled, delivered and committed the plan."
+        );
         report.outcome = RunOutcome::Succeeded;
         tracing::info!(
             sync = %self.name,
@@ -530,7 +538,9 @@ impl<S: Source> SegmentSync<'_, S> {
                 (store, task)
             })
             .collect();
+        let clock = std::time::Instant::now();
         let delivered = self.deliver_plan(journal, plan, &acked, options).await;
+        let deliver_ms = clock.elapsed().as_millis();
         // Every preparation ends before this returns, delivered or not: none may still be
         // writing when a later run commits the same segment.
         let mut prepared = Vec::new();
@@ -541,13 +551,22 @@ impl<S: Source> SegmentSync<'_, S> {
             })?;
             prepared.push((store, next));
         }
+        let prepare_wait_ms = clock.elapsed().as_millis() - deliver_ms;
         delivered?;
         for (store, next) in prepared {
             if let Some(next) = next.map_err(self.store_error())? {
                 store.finish(&next).map_err(self.store_error())?;
             }
         }
-        journal.commit(&[]).map_err(self.state_error())
+        journal.commit(&[]).map_err(self.state_error())?;
+        tracing::debug!(
+            sync = %self.name,
+            deliver_ms,
+            prepare_wait_ms,
+            commit_ms = clock.elapsed().as_millis() - deliver_ms - prepare_wait_ms,
+            "Delivered the plan and committed it."
+        );
+        Ok(())
     }
 
     /// Sends every batch of the plan not acknowledged yet.
