@@ -38,6 +38,20 @@ impl Delta {
         self.len() == 0
     }
 
+    /// [`Delta::compose`], borrowing instead of copying when either side changes nothing (a
+    /// first load composes its whole membership with an empty delta).
+    #[must_use]
+    pub fn compose_or_borrow<'a>(&'a self, next: &'a Delta) -> std::borrow::Cow<'a, Delta> {
+        use std::borrow::Cow;
+        if self.is_empty() {
+            Cow::Borrowed(next)
+        } else if next.is_empty() {
+            Cow::Borrowed(self)
+        } else {
+            Cow::Owned(self.compose(next))
+        }
+    }
+
     /// The delta of `self` followed by `next` (which was computed against the membership with
     /// `self` applied), against the same base: a key added then removed, or removed then added
     /// back, drops out.

@@ -165,8 +165,13 @@ impl KeySet {
     }
 
     /// Orders the keys and drops duplicates.
-    fn sorted(self) -> Self {
+    fn sorted(mut self) -> Self {
         assert!(u32::try_from(self.len()).is_ok(), "a key set holds fewer than 2^32 keys");
+        // The ordered copy is built beside this set: give back the room its growth reserved
+        // first (up to as much again as it holds), so that the two never need three sets' room.
+        self.arena.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.fingerprints.shrink_to_fit();
         #[expect(clippy::cast_possible_truncation, reason = "checked above: len < 2^32; high bits")]
         let mut order: Vec<(u64, u32)> = self
             .fingerprints
@@ -190,13 +195,19 @@ impl KeySet {
             start = end;
         }
         order.dedup_by(|a, b| full(a.1) == full(b.1));
+        // One part at a time, each old part let go once copied: the fingerprints first, then
+        // the keys, so the copy never holds both sets whole.
+        let fingerprints: Vec<u128> =
+            order.iter().map(|&(_, index)| self.fingerprints[index as usize]).collect();
+        self.fingerprints = Vec::new();
         let mut sorted = Self {
             arena: Vec::with_capacity(self.arena.len()),
             ends: Vec::with_capacity(order.len()),
-            fingerprints: Vec::with_capacity(order.len()),
+            fingerprints,
         };
-        for (_, index) in order {
-            sorted.push(self.key(index as usize), self.fingerprints[index as usize]);
+        for &(_, index) in &order {
+            sorted.arena.extend_from_slice(self.key(index as usize));
+            sorted.ends.push(sorted.arena.len() as u64);
         }
         sorted
     }

@@ -274,6 +274,9 @@ impl LaunchDarklyClient {
     }
 
     /// Polls an import until it completes; fails when it stops.
+    ///
+    /// The first polls come soon (an eighth of `poll_every`, doubling), so that a small import
+    /// is not waited on for a whole interval; from then on, every `poll_every`.
     pub async fn wait_for_import(
         &self,
         project: &str,
@@ -282,6 +285,7 @@ impl LaunchDarklyClient {
         id: &str,
         poll_every: Duration,
     ) -> Result<()> {
+        let mut wait = poll_every / 8;
         loop {
             let import = self.get_import(project, environment, key, id).await?;
             match import.status.as_str() {
@@ -292,7 +296,10 @@ impl LaunchDarklyClient {
                         reason: "LaunchDarkly stopped it".to_owned(),
                     })
                 }
-                _ => tokio::time::sleep(poll_every).await,
+                _ => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(poll_every);
+                }
             }
         }
     }

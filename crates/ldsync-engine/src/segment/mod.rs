@@ -165,8 +165,8 @@ impl Planned {
     }
 
     /// For an import, the new membership as one delta against the base.
-    fn import_target(&self) -> Option<Delta> {
-        self.import.then(|| self.committed.delta().compose(&self.delta))
+    fn import_target(&self) -> Option<std::borrow::Cow<'_, Delta>> {
+        self.import.then(|| self.committed.delta().compose_or_borrow(&self.delta))
     }
 }
 
@@ -445,7 +445,7 @@ impl<S: Source> SegmentSync<'_, S> {
                 batch_size: self.spec.batch_size as usize,
             };
             let target = segment.import_target();
-            let requests = segment.batches(target.as_ref()).len();
+            let requests = segment.batches(target.as_deref()).len();
             let sample = |keys: &KeySet| -> Vec<String> {
                 keys.iter().take(SAMPLES).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
             };
@@ -584,7 +584,7 @@ impl<S: Source> SegmentSync<'_, S> {
                 source: Box::new(source),
             };
             let target = segment.import_target();
-            let batches = segment.batches(target.as_ref());
+            let batches = segment.batches(target.as_deref());
             if batches.iter().all(|batch| acked.contains(batch.id())) {
                 continue;
             }

@@ -184,7 +184,7 @@ impl SegmentStore {
         let generation = old.generation + 1;
         let mut next =
             Manifest { generation, committed_run: run_id.to_owned(), ..Manifest::default() };
-        let composed = committed.delta().compose(delta);
+        let composed = committed.delta().compose_or_borrow(delta);
         if fold || composed.len() > FOLD_FLOOR + committed.base().len() / FOLD_SHARE {
             write_applied(&self.file("base", generation), committed.base(), &composed)?;
             next.base = Some(generation);
