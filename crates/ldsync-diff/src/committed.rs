@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use crate::{
-    fingerprint, merge::order, write_sorted, ArrivalHint, Index, KeySet, KeySetBuilder,
-    MappedKeySet, SnapshotError, SortedKeys,
+    fingerprint, keyset::RELEASE_STEP, merge::order, write_sorted, ArrivalHint, Index, KeySet,
+    KeySetBuilder, MappedKeySet, SnapshotError, SortedKeys,
 };
 
 /// The members a run adds and removes, each set ordered by (fingerprint, bytes).
@@ -177,6 +177,7 @@ impl Committed {
             arrival,
             removed,
             cursor: 0,
+            hint_released: 0,
             predicted: 0,
             base_hits: 0,
             base_seen: vec![0; self.base.len().div_ceil(64)],
@@ -215,6 +216,8 @@ pub struct Probe {
     removed: Vec<u64>,
     /// The next entry of the hint.
     cursor: usize,
+    /// The hint's entries before this one had their pages released.
+    hint_released: usize,
     /// Base keys found where the hint expected them.
     predicted: u64,
     /// Base keys found.
@@ -290,6 +293,12 @@ impl Probe {
                 if hint.fingerprint(at) == fp {
                     let position = hint.position(at) as usize;
                     self.cursor = at + 1;
+                    // The entries well behind the cursor are done with: let their pages go.
+                    if self.cursor >= self.hint_released + 2 * RELEASE_STEP {
+                        let upto = self.cursor - RELEASE_STEP;
+                        hint.release(self.hint_released..upto);
+                        self.hint_released = upto;
+                    }
                     self.predicted += 1;
                     self.base_hits += 1;
                     if !self.removed.is_empty() && marked(&self.removed, position) {

@@ -22,7 +22,7 @@ use std::{
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::MappedKeySet;
+use crate::{keyset::RELEASE_STEP, MappedKeySet};
 
 const MAGIC: &[u8; 8] = b"LDSYNCAH";
 const VERSION: u32 = 1;
@@ -82,6 +82,9 @@ impl ArrivalHint {
         }
         let mut hint = Self { map, count, entry_of: vec![u32::MAX; base.len()] };
         for entry in 0..count {
+            if entry > RELEASE_STEP && entry % RELEASE_STEP == 0 {
+                hint.release(entry - RELEASE_STEP..entry);
+            }
             // Every position must be inside the base (the checksums vouch for the rest).
             let position = hint.position(entry) as usize;
             if position >= base.len() {
@@ -90,6 +93,16 @@ impl ArrivalHint {
             hint.entry_of[position] = u32::try_from(entry).ok()?;
         }
         Some(hint)
+    }
+
+    /// Says that the probe is done with `entries` for now: their pages go back to the
+    /// operating system (see [`crate::SortedKeys::release`]).
+    pub(crate) fn release(&self, entries: std::ops::Range<usize>) {
+        let (start, end) = (entries.start.min(self.count), entries.end.min(self.count));
+        crate::snapshot::release(
+            &self.map,
+            HEADER_LEN + ENTRY_LEN * start..HEADER_LEN + ENTRY_LEN * end,
+        );
     }
 
     /// The entry of base position `position`, if the hint lists it.

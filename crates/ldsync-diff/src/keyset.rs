@@ -24,7 +24,14 @@ pub trait SortedKeys {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Says that a scan is done with keys `indices` for now: a set mapped from a file lets the
+    /// operating system take their pages back from the process (they stay in the page cache,
+    /// and come back if read again). Sets in memory ignore it.
+    fn release(&self, _indices: std::ops::Range<usize>) {}
 }
+
+/// How many keys a scan reads between two [`SortedKeys::release`] calls.
+pub(crate) const RELEASE_STEP: usize = 1 << 16;
 
 /// Sorts pairs by their fingerprint's high 64 bits: a least-significant-digit radix sort, eight
 /// passes of 8 bits (256 buckets stay in cache), linear in the number of keys.
@@ -290,6 +297,9 @@ pub(crate) fn check_ends(
 pub(crate) fn check_order(keys: &impl SortedKeys, arena_len: u64) -> Result<(), &'static str> {
     let mut total = 0_u64;
     for index in 0..keys.len() {
+        if index > RELEASE_STEP && index % RELEASE_STEP == 0 {
+            keys.release(index - 1 - RELEASE_STEP..index - 1);
+        }
         total += keys.key(index).len() as u64;
         if index > 0 {
             let (before, here) = (keys.fingerprint(index - 1), keys.fingerprint(index));

@@ -19,7 +19,7 @@ use std::{
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::{
-    keyset::{check_ends, check_order},
+    keyset::{check_ends, check_order, RELEASE_STEP},
     KeySet, SortedKeys,
 };
 
@@ -255,8 +255,14 @@ impl MappedKeySet {
         #[allow(unsafe_code, reason = "mapping a file is unsafe by the type system's rules")]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let layout = Layout::parse(&map).map_err(corrupt)?;
-        check_ends(layout.count, layout.arena_len as u64, |i| layout.end(&map, i))
-            .map_err(|reason| corrupt(reason.to_owned()))?;
+        check_ends(layout.count, layout.arena_len as u64, |i| {
+            if i > RELEASE_STEP && i % RELEASE_STEP == 0 {
+                let at = layout.ends_at + 8 * (i - RELEASE_STEP);
+                release(&map, at..at + 8 * RELEASE_STEP);
+            }
+            layout.end(&map, i)
+        })
+        .map_err(|reason| corrupt(reason.to_owned()))?;
         let set = Self { map: Some(map), file: Some(file), layout };
         check_order(&set, layout.arena_len as u64).map_err(|reason| corrupt(reason.to_owned()))?;
         Ok(set)
@@ -323,6 +329,16 @@ impl SortedKeys for MappedKeySet {
         self.layout.count
     }
 
+    fn release(&self, indices: std::ops::Range<usize>) {
+        let Some(map) = &self.map else { return };
+        let (start, end) =
+            (indices.start.min(self.layout.count), indices.end.min(self.layout.count));
+        if start < end {
+            release(map, HEADER_LEN + 16 * start..HEADER_LEN + 16 * end);
+            release(map, self.layout.ends_at + 8 * start..self.layout.ends_at + 8 * end);
+        }
+    }
+
     fn fingerprint(&self, index: usize) -> u128 {
         assert!(index < self.layout.count, "index {index} out of {}", self.layout.count);
         Layout::fingerprint(self.bytes(), index)
@@ -337,6 +353,30 @@ impl SortedKeys for MappedKeySet {
         let range = self.layout.arena_at + start as usize..self.layout.arena_at + end as usize;
         &bytes[range]
     }
+}
+
+/// Lets the operating system take the pages of `range` (bytes of `map`) back from this
+/// process: a scan over a large file would otherwise keep every page it read resident, and
+/// count in the run's memory. The pages stay in the page cache; read again, they come back.
+pub(crate) fn release(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
+    let end = range.end.min(map.len());
+    if range.start >= end {
+        return;
+    }
+    // SAFETY: `map` is a read-only, shared mapping of a file that is never changed in place
+    // (see `MappedKeySet::open`). For such a mapping `MADV_DONTNEED` only drops this process's
+    // page table entries: the next read of the range faults the same bytes back in from the
+    // page cache, so every reference into it keeps seeing the file's contents.
+    #[allow(unsafe_code, reason = "madvise is unsafe by memmap2's rules; see the SAFETY note")]
+    let released = unsafe {
+        map.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            range.start,
+            end - range.start,
+        )
+    };
+    // Advice only: when the kernel declines, the pages simply stay.
+    drop(released);
 }
 
 /// Hashes everything written through it.

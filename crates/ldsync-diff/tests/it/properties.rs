@@ -63,3 +63,49 @@ fn probing_a_million_members_holds_a_fraction_of_their_bytes() {
     assert_eq!(delta.adds.len(), 1);
     assert_eq!(delta.removes.len(), 10);
 }
+
+/// A base large enough that every scan lets pages go several times over, probed without a
+/// hint and then with the one the first probe recorded: both give the exact delta.
+#[test]
+fn a_hinted_probe_over_a_large_base_gives_the_exact_delta() {
+    let keys: Vec<String> = (0..300_000).map(|i| format!("user-{i:015}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base.keys");
+    KeySet::from_keys(&keys).write_file(&path).unwrap();
+    // Committed: the base, plus two members added since and three removed since.
+    let delta = Delta {
+        adds: KeySet::from_keys(["extra-1", "extra-2"]),
+        removes: KeySet::from_keys(&keys[5..8]),
+    };
+    // The query: most of the base in its order, one added member, one removed member back,
+    // and a newcomer.
+    let query: Vec<&str> = keys[100..]
+        .iter()
+        .map(String::as_str)
+        .chain(["extra-1", keys[5].as_str(), "fresh"])
+        .collect();
+    let open = || Committed::new(MappedKeySet::open(&path).unwrap(), delta.clone());
+    let mut first = open().into_probe();
+    first.offer_many(query.iter().map(|k| k.as_bytes()));
+    let arrival = first.take_arrival_order().expect("no hint yet: the order is recorded");
+    let (committed, expected) = first.finish();
+    let hint = dir.path().join("hint.order");
+    ldsync_diff::write_hint(&hint, committed.base(), &arrival).unwrap();
+
+    let text = |set: &KeySet| -> BTreeSet<String> {
+        set.iter().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect()
+    };
+    let adds: BTreeSet<String> = ["fresh".to_owned(), keys[5].clone()].into();
+    let mut removes: BTreeSet<String> =
+        keys[..5].iter().chain(&keys[8..100]).cloned().collect();
+    removes.insert("extra-2".into());
+    assert_eq!((text(&expected.adds), text(&expected.removes)), (adds, removes));
+
+    let hinted = open().with_hint(ldsync_diff::ArrivalHint::open(&hint, committed.base()));
+    assert!(hinted.has_hint());
+    let mut again = hinted.into_probe();
+    again.offer_many(query.iter().map(|k| k.as_bytes()));
+    assert!(again.predicted() > 290_000, "the hint placed {} keys", again.predicted());
+    let (_, same) = again.finish();
+    assert_eq!(same, expected);
+}
