@@ -115,8 +115,12 @@ impl Committed {
     /// The membership `base` with `delta` applied (the delta's adds are not in the base, its
     /// removes are).
     pub fn new(base: MappedKeySet, delta: Delta) -> Self {
+        let base_index = Index::build(&base);
+        // Checking the base and indexing it read all its fingerprints and key ends; a probe
+        // reads few of them again (the hint places most keys): let their pages go.
+        base.release(0..base.len());
         Self {
-            base_index: Index::build(&base),
+            base_index,
             adds_index: Index::build(&delta.adds),
             removes_index: Index::build(&delta.removes),
             base,

@@ -22,7 +22,7 @@ use std::{
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::{keyset::RELEASE_STEP, MappedKeySet};
+use crate::MappedKeySet;
 
 const MAGIC: &[u8; 8] = b"LDSYNCAH";
 const VERSION: u32 = 1;
@@ -48,18 +48,37 @@ impl ArrivalHint {
         if length < HEADER_LEN + 8 || !(length - HEADER_LEN - 8).is_multiple_of(ENTRY_LEN) {
             return None;
         }
+        // One pass through a small buffer checks the file and finds where each base key is
+        // listed; the mapping is read only by the probe, once, front to back.
         let mut reader = BufReader::with_capacity(256 << 10, &file);
         let mut hash = Xxh3::new();
-        let mut buffer = vec![0_u8; 256 << 10];
-        let mut left = length - 8;
-        while left > 0 {
-            let want = left.min(buffer.len());
-            let read = reader.read(&mut buffer[..want]).ok()?;
-            if read == 0 {
-                return None;
+        let mut header = [0_u8; HEADER_LEN];
+        reader.read_exact(&mut header).ok()?;
+        hash.update(&header);
+        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        let count = usize::try_from(word(20)).ok()?;
+        if &header[..8] != MAGIC
+            || version != VERSION
+            || word(12) != base.checksum()
+            || count != (length - HEADER_LEN - 8) / ENTRY_LEN
+        {
+            return None;
+        }
+        let mut entry_of = vec![u32::MAX; base.len()];
+        let mut chunk = vec![0_u8; ENTRY_LEN * (1 << 13)];
+        let mut entry = 0;
+        while entry < count {
+            let entries = (count - entry).min(1 << 13);
+            let bytes = &mut chunk[..entries * ENTRY_LEN];
+            reader.read_exact(bytes).ok()?;
+            hash.update(bytes);
+            for listed in bytes.chunks_exact(ENTRY_LEN) {
+                // Every position must be inside the base (the checksums vouch for the rest).
+                let position = u32::from_le_bytes(listed[16..20].try_into().expect("4 bytes"));
+                *entry_of.get_mut(position as usize)? = u32::try_from(entry).ok()?;
+                entry += 1;
             }
-            hash.update(&buffer[..read]);
-            left -= read;
         }
         let mut checksum = [0_u8; 8];
         reader.read_exact(&mut checksum).ok()?;
@@ -70,28 +89,10 @@ impl ArrivalHint {
         // once under a temporary name and renamed, never changed in place.
         #[allow(unsafe_code, reason = "mapping a file is unsafe by the type system's rules")]
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let word = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().expect("8 bytes"));
-        let version = u32::from_le_bytes(map[8..12].try_into().expect("4 bytes"));
-        let count = usize::try_from(word(20)).ok()?;
-        if &map[..8] != MAGIC
-            || version != VERSION
-            || word(12) != base.checksum()
-            || count != (length - HEADER_LEN - 8) / ENTRY_LEN
-        {
+        if map.len() != length {
             return None;
         }
-        let mut hint = Self { map, count, entry_of: vec![u32::MAX; base.len()] };
-        for entry in 0..count {
-            if entry > RELEASE_STEP && entry % RELEASE_STEP == 0 {
-                hint.release(entry - RELEASE_STEP..entry);
-            }
-            // Every position must be inside the base (the checksums vouch for the rest).
-            let position = hint.position(entry) as usize;
-            if position >= base.len() {
-                return None;
-            }
-            hint.entry_of[position] = u32::try_from(entry).ok()?;
-        }
+        let hint = Self { map, count, entry_of };
         Some(hint)
     }
 

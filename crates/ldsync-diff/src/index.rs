@@ -1,6 +1,6 @@
 //! A directory over keys ordered by fingerprint, for membership probes in constant time.
 
-use crate::{keyset::RELEASE_STEP, SortedKeys};
+use crate::SortedKeys;
 
 /// The most bits of fingerprint the directory spans: 256 K entries (1 MiB) at most.
 const MAX_BITS: u32 = 18;
@@ -43,9 +43,6 @@ impl Index {
         };
         let mut index = Self { bits, starts: vec![0; (1 << bits) + 1] };
         for position in 0..len {
-            if position > RELEASE_STEP && position % RELEASE_STEP == 0 {
-                keys.release(position - RELEASE_STEP..position);
-            }
             let bucket = index.bucket(keys.fingerprint(position));
             index.starts[bucket + 1] += 1;
         }

@@ -19,7 +19,7 @@ use std::{
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::{
-    keyset::{check_ends, check_order, RELEASE_STEP},
+    keyset::{check_ends, check_order},
     KeySet, SortedKeys,
 };
 
@@ -255,14 +255,8 @@ impl MappedKeySet {
         #[allow(unsafe_code, reason = "mapping a file is unsafe by the type system's rules")]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let layout = Layout::parse(&map).map_err(corrupt)?;
-        check_ends(layout.count, layout.arena_len as u64, |i| {
-            if i > RELEASE_STEP && i % RELEASE_STEP == 0 {
-                let at = layout.ends_at + 8 * (i - RELEASE_STEP);
-                release(&map, at..at + 8 * RELEASE_STEP);
-            }
-            layout.end(&map, i)
-        })
-        .map_err(|reason| corrupt(reason.to_owned()))?;
+        check_ends(layout.count, layout.arena_len as u64, |i| layout.end(&map, i))
+            .map_err(|reason| corrupt(reason.to_owned()))?;
         let set = Self { map: Some(map), file: Some(file), layout };
         check_order(&set, layout.arena_len as u64).map_err(|reason| corrupt(reason.to_owned()))?;
         Ok(set)

@@ -96,8 +96,7 @@ fn a_hinted_probe_over_a_large_base_gives_the_exact_delta() {
         set.iter().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect()
     };
     let adds: BTreeSet<String> = ["fresh".to_owned(), keys[5].clone()].into();
-    let mut removes: BTreeSet<String> =
-        keys[..5].iter().chain(&keys[8..100]).cloned().collect();
+    let mut removes: BTreeSet<String> = keys[..5].iter().chain(&keys[8..100]).cloned().collect();
     removes.insert("extra-2".into());
     assert_eq!((text(&expected.adds), text(&expected.removes)), (adds, removes));
 
