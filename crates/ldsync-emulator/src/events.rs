@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Extension;
 use bytes::Bytes;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api_error::{ApiError, ApiResult};
@@ -249,7 +249,7 @@ impl<'de> Visitor<'de> for IsCustomEvent {
             if is_kind {
                 custom = map.next_value_seed(Matches("custom"))?;
             } else {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value_seed(Matches(""))?;
             }
         }
         Ok(custom)
@@ -284,8 +284,10 @@ impl<'de> Visitor<'de> for IsCustomEvent {
     }
 }
 
-/// Any JSON value: whether it is the string `self.0`. Nothing is built; a container is walked
-/// to its end.
+/// Any JSON value: whether it is the string `self.0`. Nothing is built, but every string and
+/// number is read as reading it into a value would (serde's `IgnoredAny` would let invalid
+/// UTF-8, a lone surrogate or `1e400` through, which `serde_json::Value` refuses), so that a
+/// body this accepts always reads back into events.
 struct Matches(&'static str);
 
 impl<'de> DeserializeSeed<'de> for Matches {
@@ -308,12 +310,12 @@ impl<'de> Visitor<'de> for Matches {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element_seed(Matches(""))?.is_some() {}
         Ok(false)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry_seed(Matches(""), Matches(""))?.is_some() {}
         Ok(false)
     }
 
@@ -356,7 +358,7 @@ mod tests {
 
     #[test]
     fn checking_agrees_with_reading_the_values() {
-        let bodies: [&[u8]; 17] = [
+        let bodies: [&[u8]; 24] = [
             b"[]",
             br#"[{"kind":"custom","key":"k","contextKeys":{"user":"u"},"data":{"a":[1,{"kind":"x"}]}}]"#,
             br#"[{"kind":"custom"},{"kind":"feature"},{"kind":"identify"}]"#,
@@ -374,6 +376,13 @@ mod tests {
             br#"[{"kind":"custom"}"#,
             b"{",
             br#" [ { "kind" : "custom" } ] "#,
+            br#"[{"kind":"custom","data":{"big":1e400}}]"#,
+            br#"[{"kind":"custom","data":{"s":"\ud800"}}]"#,
+            br#"[{"kind":"custom","data":{"\ud800":1}}]"#,
+            br#"[{"kind":"custom","data":["ok \u00e9 \ud83d\ude00"]}]"#,
+            b"[{\"kind\":\"custom\",\"data\":{\"s\":\"\xff\"}}]",
+            b"[{\"kind\":\"custom\",\"\xc3\":1}]",
+            br#"[{"kind":"custom","n":-0.0,"m":18446744073709551616}]"#,
         ];
         for body in bodies {
             assert_eq!(
