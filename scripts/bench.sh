@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: builds the benchmark binary and runs it. BENCH_ROWS sets the size (default 1 M).
+# `make bench`: builds the benchmark binary and runs it. BENCH_ROWS sets the size (default 1 M);
+# BENCH_ONLY=segments or BENCH_ONLY=events runs one group of scenarios.
 set -euo pipefail
 ldsync=${1:?usage: scripts/bench.sh PATH/TO/ldsync}
 cd "$(dirname "$0")/.."

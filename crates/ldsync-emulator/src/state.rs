@@ -7,15 +7,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::ProjectSpec;
+use crate::events::StoredPayload;
 use crate::snapshot::{
-    EnvironmentSnapshot, EventPayload, ImportSnapshot, ProjectSnapshot, SegmentSnapshot, Snapshot,
+    EnvironmentSnapshot, ImportSnapshot, ProjectSnapshot, SegmentSnapshot, Snapshot,
 };
 
 /// Everything the API can change; what the state file holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Model {
     pub(crate) projects: BTreeMap<String, Project>,
-    pub(crate) payloads: Vec<EventPayload>,
+    pub(crate) payloads: Vec<StoredPayload>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,7 +192,7 @@ impl Model {
                     metrics: p.metrics.values().map(|m| Value::Object(m.clone())).collect(),
                 })
                 .collect(),
-            events: self.payloads.clone(),
+            events: self.payloads.iter().map(StoredPayload::to_payload).collect(),
         }
     }
 }

@@ -119,7 +119,9 @@ impl Source for PostgresSource {
         params: &'a [Value],
         batch_rows: usize,
     ) -> BatchStream<'a, Error> {
-        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        // Eight batches read ahead: a metric-events run stages 64 Ki rows at once, and the
+        // query goes on reading the next ones meanwhile.
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
         let source = self.clone();
         let sql = sql.to_owned();
         let params = params.to_vec();

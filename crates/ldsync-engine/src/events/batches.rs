@@ -7,6 +7,10 @@
 //! under the same payload ID (nothing is rebuilt, so no change of code between the crash and the
 //! resume can alter a payload that LaunchDarkly may already have counted). The file is binary
 //! and checksummed: 16 bytes of identity per event rather than JSON text.
+//!
+//! Building and sealing are two steps: [`BatchBuilder::push`] gathers events into a [`Built`]
+//! batch (its JSON array), and [`BatchBuilder::seal`] compresses it into the request body and
+//! keeps the JSON's buffer for the next batch.
 
 use std::io::Write as _;
 
@@ -41,7 +45,7 @@ pub(crate) struct Batch {
     /// The position of each event in the query result that produced it.
     pub(crate) rows: Vec<u64>,
     /// What a rejection shows of each event (its `event_id`, else its event key).
-    pub(crate) shown: Vec<String>,
+    pub(crate) shown: Shown,
     /// The length of the uncompressed JSON array.
     pub(crate) json_bytes: usize,
     /// The JSON array, gzip-compressed: the request body.
@@ -60,13 +64,21 @@ impl Batch {
     }
 
     /// The journal file's bytes.
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let shown: usize = self.shown.iter().map(|s| 4 + s.len()).sum();
-        let mut out =
-            Vec::with_capacity(64 + self.len() * 24 + shown + self.body.len() + self.plan_id.len());
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Writes the journal file's bytes into `out` (emptied first; reused from batch to batch).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let shown = self.len() * 4 + self.shown.text.len();
+        out.reserve(64 + self.len() * 24 + shown + self.body.len() + self.plan_id.len());
         out.extend_from_slice(MAGIC);
-        put_str(&mut out, &self.plan_id);
-        put_str(&mut out, &self.payload_id);
+        put_str(out, &self.plan_id);
+        put_str(out, &self.payload_id);
         out.extend_from_slice(&u64::try_from(self.index).expect("fits").to_le_bytes());
         out.extend_from_slice(&u64::try_from(self.json_bytes).expect("fits").to_le_bytes());
         out.extend_from_slice(&u32::try_from(self.len()).expect("a batch is small").to_le_bytes());
@@ -76,14 +88,13 @@ impl Batch {
         for row in &self.rows {
             out.extend_from_slice(&row.to_le_bytes());
         }
-        for shown in &self.shown {
-            put_str(&mut out, shown);
+        for shown in self.shown.iter() {
+            put_str(out, shown);
         }
         out.extend_from_slice(&u64::try_from(self.body.len()).expect("fits").to_le_bytes());
         out.extend_from_slice(&self.body);
-        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        let sum = xxhash_rust::xxh3::xxh3_64(out);
         out.extend_from_slice(&sum.to_le_bytes());
-        out
     }
 
     /// A journal file's batch; `Err` names what is wrong with it.
@@ -107,13 +118,40 @@ impl Batch {
             .map(|_| Ok(u128::from_le_bytes(reader.take(16)?.try_into().expect("16 bytes"))))
             .collect::<Result<_, String>>()?;
         let rows = (0..count).map(|_| reader.u64()).collect::<Result<_, String>>()?;
-        let shown = (0..count).map(|_| reader.string()).collect::<Result<_, String>>()?;
+        let mut shown = Shown::default();
+        for _ in 0..count {
+            shown.push(&reader.string()?);
+        }
         let body_len = usize::try_from(reader.u64()?).map_err(|e| e.to_string())?;
         let body = Bytes::copy_from_slice(reader.take(body_len)?);
         if !reader.0.is_empty() {
             return Err("the batch file has bytes past its body".to_owned());
         }
         Ok(Self { index, plan_id, payload_id, hashes, rows, shown, json_bytes, body })
+    }
+}
+
+/// What a rejection shows of each event of a batch, in one buffer: a batch holds tens of
+/// thousands of events, and a `String` each would cost an allocation per event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Shown {
+    /// The texts, one after the other.
+    text: String,
+    /// Where each text ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Shown {
+    /// Adds the text of the next event.
+    pub(crate) fn push(&mut self, shown: &str) {
+        self.text.push_str(shown);
+        self.ends.push(self.text.len());
+    }
+
+    /// The texts, in the order of the events.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.text[start..end])
     }
 }
 
@@ -157,6 +195,16 @@ pub(crate) fn gzip(json: &[u8]) -> Bytes {
     Bytes::from(encoder.finish().expect("writing into memory cannot fail"))
 }
 
+/// A batch as built: its events, and the JSON array that [`BatchBuilder::seal`] compresses
+/// into its body.
+#[derive(Debug)]
+pub(crate) struct Built {
+    /// The batch, its body still empty.
+    pub(crate) batch: Batch,
+    /// The JSON array of its events.
+    pub(crate) json: Vec<u8>,
+}
+
 /// Builds batches as events arrive: at most `max_events` events and `max_bytes` of
 /// uncompressed JSON each.
 #[derive(Debug)]
@@ -164,27 +212,28 @@ pub(crate) struct BatchBuilder {
     plan_id: String,
     max_events: usize,
     max_bytes: usize,
-    /// Whether to compress bodies (a plan only counts batches).
-    compress: bool,
     next_index: usize,
     json: Vec<u8>,
+    /// The JSON buffer of the last batch sealed, for the next one: a batch's JSON is
+    /// megabytes, and a fresh buffer for each batch costs its page faults.
+    spare: Vec<u8>,
     hashes: Vec<u128>,
     rows: Vec<u64>,
-    shown: Vec<String>,
+    shown: Shown,
 }
 
 impl BatchBuilder {
-    pub(crate) fn new(max_events: usize, max_bytes: usize, compress: bool) -> Self {
+    pub(crate) fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
             plan_id: uuid::Uuid::new_v4().to_string(),
             max_events: max_events.max(1),
             max_bytes,
-            compress,
             next_index: 0,
             json: Vec::new(),
+            spare: Vec::new(),
             hashes: Vec::new(),
             rows: Vec::new(),
-            shown: Vec::new(),
+            shown: Shown::default(),
         }
     }
 
@@ -207,7 +256,7 @@ impl BatchBuilder {
         row: u64,
         shown: &str,
         json: &[u8],
-        full: &mut Vec<Batch>,
+        full: &mut Vec<Built>,
     ) {
         // `[` + events + commas + `]`.
         if !self.hashes.is_empty() && self.json.len() + 1 + json.len() + 1 > self.max_bytes {
@@ -217,32 +266,44 @@ impl BatchBuilder {
         self.json.extend_from_slice(json);
         self.hashes.push(hash);
         self.rows.push(row);
-        self.shown.push(shown.to_owned());
+        self.shown.push(shown);
         if self.hashes.len() >= self.max_events {
             full.extend(self.finish());
         }
     }
 
     /// Closes the batch being built, if it has events.
-    pub(crate) fn finish(&mut self) -> Option<Batch> {
+    pub(crate) fn finish(&mut self) -> Option<Built> {
         if self.hashes.is_empty() {
             return None;
         }
         self.json.push(b']');
         let index = self.next_index;
         self.next_index += 1;
+        // The next batch is about as large as this one.
+        let (events, json_bytes) = (self.hashes.len(), self.json.len());
+        let json = std::mem::replace(&mut self.json, std::mem::take(&mut self.spare));
         let batch = Batch {
             index,
             plan_id: self.plan_id.clone(),
             payload_id: uuid::Uuid::new_v4().to_string(),
-            hashes: std::mem::take(&mut self.hashes),
-            rows: std::mem::take(&mut self.rows),
+            hashes: std::mem::replace(&mut self.hashes, Vec::with_capacity(events)),
+            rows: std::mem::replace(&mut self.rows, Vec::with_capacity(events)),
             shown: std::mem::take(&mut self.shown),
-            json_bytes: self.json.len(),
-            body: if self.compress { gzip(&self.json) } else { Bytes::new() },
+            json_bytes,
+            body: Bytes::new(),
         };
-        self.json.clear();
-        Some(batch)
+        Some(Built { batch, json })
+    }
+
+    /// The batch with its body: its JSON array, compressed.
+    pub(crate) fn seal(&mut self, built: Built) -> Batch {
+        let body = gzip(&built.json);
+        if built.json.capacity() > self.spare.capacity() {
+            self.spare = built.json;
+            self.spare.clear();
+        }
+        Batch { body, ..built.batch }
     }
 }
 
@@ -271,12 +332,12 @@ mod tests {
             builder.push(u128::from(n), n + 1, &format!("o-{n}"), &event(n), &mut batches);
         }
         batches.extend(builder.finish());
-        batches
+        batches.into_iter().map(|built| builder.seal(built)).collect()
     }
 
     #[test]
     fn batches_respect_the_event_count_and_carry_fresh_payload_ids() {
-        let mut builder = BatchBuilder::new(2, 10_000, true);
+        let mut builder = BatchBuilder::new(2, 10_000);
         let batches = build(&mut builder, 5);
         let shape: Vec<_> = batches.iter().map(|b| (b.id(), b.len())).collect();
         assert_eq!(
@@ -285,6 +346,7 @@ mod tests {
         );
         assert_eq!(batches[1].hashes, [2, 3]);
         assert_eq!(batches[1].rows, [3, 4]);
+        assert_eq!(batches[1].shown.iter().collect::<Vec<_>>(), ["o-2", "o-3"]);
         assert_ne!(batches[0].payload_id, batches[1].payload_id);
         let json: Vec<serde_json::Value> =
             serde_json::from_slice(&gunzip(&batches[1].body)).unwrap();
@@ -292,14 +354,14 @@ mod tests {
         assert_eq!(json[0]["creationDate"], 2);
         assert_eq!(batches[1].json_bytes, gunzip(&batches[1].body).len());
         assert!(batches.iter().all(|b| b.plan_id == builder.plan_id()));
-        assert!(BatchBuilder::new(2, 100, true).finish().is_none());
+        assert!(BatchBuilder::new(2, 100).finish().is_none());
     }
 
     #[test]
     fn batches_stay_under_the_byte_limit() {
         let one = event(10).len();
         let limit = one * 4 + 5; // four events, three commas and the brackets fit exactly
-        let mut builder = BatchBuilder::new(1_000, limit, true);
+        let mut builder = BatchBuilder::new(1_000, limit);
         let batches = build(&mut builder, 50);
         assert!(batches.iter().all(|b| b.json_bytes <= limit), "{batches:?}");
         assert_eq!(batches[1].len(), 4);
@@ -308,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_batch_file_reads_back_and_a_damaged_one_is_refused() {
-        let mut builder = BatchBuilder::new(3, 10_000, true);
+        let mut builder = BatchBuilder::new(3, 10_000);
         let batch = build(&mut builder, 3).remove(0);
         let bytes = batch.encode();
         assert_eq!(Batch::decode(&bytes).unwrap(), batch);

@@ -584,18 +584,25 @@ impl<S: Source> EventsSync<'_, S> {
                 .saturating_add(stage::FUTURE_TOLERANCE_MS),
         };
         let mut stager = Stager::new(&reading, &known, parts.extra);
-        let mut builder =
-            BatchBuilder::new(self.spec.batch_size as usize, MAX_EVENT_PAYLOAD_BYTES, !parts.dry);
+        let mut builder = BatchBuilder::new(self.spec.batch_size as usize, MAX_EVENT_PAYLOAD_BYTES);
         let plan_id = builder.plan_id().to_owned();
-        let run_id = report.run_id.to_string();
         let (sender, receiver) = tokio::sync::mpsc::channel::<Batch>(IN_FLIGHT);
+        let mut promises = Promises {
+            journal: parts.journal,
+            plan: Plan {
+                run_id: report.run_id.to_string(),
+                created_at: String::new(),
+                body: EventsPlan { plan_id: plan_id.clone(), scope: scope(None) },
+            },
+            file: Vec::new(),
+            begun: false,
+        };
         // 2. Query and stage, 3. journal each batch before it goes.
         let produce = async {
             let sender = sender;
             let params = [Value::TimestampMillis(from_ms)];
             let mut stream = self.source.fetch(reading.query, &params, DEFAULT_BATCH_ROWS);
             let (mut chunk, mut chunk_rows, mut full) = (Vec::new(), 0, Vec::new());
-            let mut begun = false;
             loop {
                 let next = stream.try_next().await.map_err(|source| {
                     let retryable = ldsync_core::Classify::is_retryable(&source);
@@ -618,34 +625,25 @@ impl<S: Source> EventsSync<'_, S> {
                 if done {
                     full.extend(builder.finish());
                 }
-                for batch in full.drain(..) {
+                for built in full.drain(..) {
+                    // A plan only counts the batches.
                     if parts.dry {
                         continue;
                     }
-                    if !begun {
-                        self.begin(parts.journal, &plan_id, scope(None), &run_id)?;
-                        begun = true;
-                    }
-                    parts
-                        .journal
-                        .write_pending(&batches::file_name(batch.index), &batch.encode())
-                        .map_err(self.state_error())?;
+                    let batch = builder.seal(built);
+                    promises.batch(&batch).map_err(self.state_error())?;
                     if sender.send(batch).await.is_err() {
                         // Delivery stopped: its error is the run's.
-                        return Ok(begun);
+                        return Ok(promises.begun);
                     }
                 }
                 if done {
                     break;
                 }
             }
-            if begun {
-                // The whole range was read: a resumed plan may move the cursor.
-                let end = serde_json::to_vec(&scope(stager.counts.latest_ms))
-                    .expect("a scope always serialises");
-                parts.journal.write_pending(END_FILE, &end).map_err(self.state_error())?;
-            }
-            Ok::<_, Error>(begun)
+            // The whole range was read: a resumed plan may move the cursor.
+            promises.end(scope(stager.counts.latest_ms)).map_err(self.state_error())?;
+            Ok::<_, Error>(promises.begun)
         };
         // 4. Deliver each batch as it comes.
         let deliver = async {
@@ -696,18 +694,6 @@ impl<S: Source> EventsSync<'_, S> {
         }
     }
 
-    /// Promises a new plan. Files left by a plan that was committed while they were being
-    /// removed go first: no plan is pending here, so none of them is work.
-    fn begin(&self, journal: &Journal, plan_id: &str, scope: Scope, run_id: &str) -> Result<()> {
-        journal.abandon().map_err(self.state_error())?;
-        let promise = Plan {
-            run_id: run_id.to_owned(),
-            created_at: Utc::now().to_rfc3339(),
-            body: EventsPlan { plan_id: plan_id.to_owned(), scope },
-        };
-        journal.begin(&promise).map_err(self.state_error())
-    }
-
     /// Batch `index` of plan `plan_id`, from the journal; `None` past the last one.
     fn read_batch(&self, journal: &Journal, plan_id: &str, index: usize) -> Result<Option<Batch>> {
         let Some(bytes) =
@@ -749,13 +735,11 @@ impl<S: Source> EventsSync<'_, S> {
                 delivery.refused_batches += 1;
                 delivery.refused_events += batch.len() as u64;
                 let room = stage::KEPT_REJECTIONS.saturating_sub(delivery.rejections.len());
-                delivery.rejections.extend(batch.rows.iter().zip(&batch.shown).take(room).map(
-                    |(row, shown)| Rejection {
-                        row: *row,
-                        key: Some(shown.clone()),
-                        reason: reason.clone(),
-                    },
-                ));
+                delivery.rejections.extend(
+                    batch.rows.iter().zip(batch.shown.iter()).take(room).map(|(row, shown)| {
+                        Rejection { row: *row, key: Some(shown.to_owned()), reason: reason.clone() }
+                    }),
+                );
                 delivery.refusal.get_or_insert(reason);
                 Ok(())
             }
@@ -813,6 +797,43 @@ impl<S: Source> EventsSync<'_, S> {
             .commit(&state, plan_id, accepted, Self::today(), self.retention_days())
             .map_err(self.state_error())?;
         journal.commit(&[]).map_err(self.state_error())
+    }
+}
+
+/// What a run promises in the journal, in order: its plan, each batch before it is sent, and
+/// at last that it read its whole range.
+struct Promises<'a> {
+    journal: &'a Journal,
+    /// The plan, promised before its first batch (`created_at` is set then).
+    plan: Plan<EventsPlan>,
+    /// The bytes of a batch file, reused from batch to batch.
+    file: Vec<u8>,
+    /// Whether the plan was promised.
+    begun: bool,
+}
+
+impl Promises<'_> {
+    /// Journals `batch`, and the plan before the first batch.
+    fn batch(&mut self, batch: &Batch) -> ldsync_state::Result<()> {
+        if !self.begun {
+            // Files left by a plan that was committed while they were being removed go first:
+            // no plan is pending here, so none of them is work.
+            self.journal.abandon()?;
+            self.plan.created_at = Utc::now().to_rfc3339();
+            self.journal.begin(&self.plan)?;
+            self.begun = true;
+        }
+        batch.encode_into(&mut self.file);
+        self.journal.write_pending(&batches::file_name(batch.index), &self.file)
+    }
+
+    /// Journals that the plan read its whole range, and the scope its commit moves.
+    fn end(&self, scope: Scope) -> ldsync_state::Result<()> {
+        if !self.begun {
+            return Ok(());
+        }
+        let end = serde_json::to_vec(&scope).expect("a scope always serialises");
+        self.journal.write_pending(END_FILE, &end)
     }
 }
 
@@ -922,13 +943,13 @@ mod tests {
         let run = |batches: Vec<RowBatch>| {
             let known = ledger.identities().unwrap();
             let mut stager = Stager::new(&reading, &known, &extra);
-            let mut builder = BatchBuilder::new(5_000, MAX_EVENT_PAYLOAD_BYTES, true);
+            let mut builder = BatchBuilder::new(5_000, MAX_EVENT_PAYLOAD_BYTES);
             let (mut full, mut accepted, mut body_bytes, mut journal_bytes) =
                 (Vec::new(), Vec::new(), 0, 0);
             let started = Instant::now();
             let mut chunk = Vec::new();
-            let mut settle = |full: &mut Vec<Batch>| {
-                for batch in full.drain(..) {
+            let mut settle = |builder: &mut BatchBuilder, full: &mut Vec<_>| {
+                for batch in full.drain(..).map(|built| builder.seal(built)) {
                     body_bytes += batch.body.len();
                     journal_bytes += batch.encode().len();
                     accepted.extend_from_slice(&batch.hashes);
@@ -944,7 +965,7 @@ mod tests {
                         })
                         .unwrap();
                     chunk.clear();
-                    settle(&mut full);
+                    settle(&mut builder, &mut full);
                 }
             }
             stager
@@ -954,7 +975,7 @@ mod tests {
                 })
                 .unwrap();
             full.extend(builder.finish());
-            settle(&mut full);
+            settle(&mut builder, &mut full);
             (started.elapsed(), stager.counts, accepted, body_bytes, journal_bytes)
         };
         let baseline = |batches: &[RowBatch]| {

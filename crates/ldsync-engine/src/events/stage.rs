@@ -120,7 +120,7 @@ pub(crate) struct Stager<'a> {
     layout: Option<Columns>,
     seen: HashSet128,
     /// Reused buffers: an identity's text, an event's JSON.
-    identity: String,
+    identity: Vec<u8>,
     json: Vec<u8>,
     pub(crate) counts: Counts,
 }
@@ -137,7 +137,7 @@ impl<'a> Stager<'a> {
             extra,
             layout: None,
             seen: HashSet128::default(),
-            identity: String::new(),
+            identity: Vec::new(),
             json: Vec::new(),
             counts: Counts::default(),
         }
@@ -155,7 +155,8 @@ impl<'a> Stager<'a> {
         }
         let layout = self.layout.as_ref().expect("set from the first batch");
         // 1. Check each row, and hash the identity of each good one.
-        let mut candidates: Vec<(u128, u64, Parsed<'_>)> = Vec::new();
+        let rows = chunk.iter().map(|batch| batch.rows.len()).sum();
+        let mut candidates: Vec<(u128, u64, Parsed<'_>)> = Vec::with_capacity(rows);
         for row in chunk.iter().flat_map(|batch| batch.rows.iter()) {
             self.counts.rows += 1;
             match parse(row, layout, self.reading) {
@@ -167,11 +168,13 @@ impl<'a> Stager<'a> {
                 Err((key, reason)) => self.counts.reject(self.counts.rows, key, reason),
             }
         }
-        // 2. Ask the identity files about all of them at once, in hash order.
+        // 2. Ask the identity files about all of them at once, in hash order. Rows seen earlier
+        // in this result are asked about too, and found new: step 3 tells them apart with one
+        // lookup in `seen` per row instead of two.
         let mut order: Vec<(u128, u32)> = candidates
             .iter()
             .enumerate()
-            .filter(|(_, (hash, ..))| !self.seen.contains(hash) && !self.extra.contains(hash))
+            .filter(|(_, (hash, ..))| self.extra.is_empty() || !self.extra.contains(hash))
             .map(|(index, (hash, ..))| (*hash, u32::try_from(index).expect("a chunk is small")))
             .collect();
         order.sort_unstable();
@@ -425,8 +428,18 @@ pub(crate) struct Parsed<'r> {
     event_id: Option<Cow<'r, str>>,
 }
 
+/// `text` as a JSON string, byte for byte as serde_json writes it. Keys and ids rarely hold a
+/// character to escape, and copying them as they are is most of the cost of an event's JSON.
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    serde_json::to_writer(&mut *out, text).expect("writing to memory cannot fail");
+    // serde_json escapes control characters, `"` and `\`, and nothing else.
+    if text.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\') {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, text).expect("writing to memory cannot fail");
+    }
 }
 
 impl Parsed<'_> {
@@ -436,7 +449,7 @@ impl Parsed<'_> {
     }
 
     /// The hash of the identity: the `event_id` within its event key, or the content.
-    fn identity(&self, buffer: &mut String) -> u128 {
+    fn identity(&self, buffer: &mut Vec<u8>) -> u128 {
         match &self.event_id {
             Some(id) => identity::hash_event_id(buffer, self.key, id),
             None => identity::hash(&identity::from_content(&self.to_event())),
@@ -465,8 +478,7 @@ impl Parsed<'_> {
         out.extend_from_slice(br#"{"kind":"custom","key":"#);
         write_str(out, self.key);
         out.extend_from_slice(br#","creationDate":"#);
-        std::io::Write::write_fmt(out, format_args!("{}", self.at))
-            .expect("writing to memory cannot fail");
+        serde_json::to_writer(&mut *out, &self.at).expect("writing to memory cannot fail");
         if let Some(value) = self.value {
             out.extend_from_slice(br#","metricValue":"#);
             serde_json::to_writer(&mut *out, &value).expect("writing to memory cannot fail");
@@ -596,6 +608,24 @@ mod tests {
 
     fn text(value: &str) -> Value {
         Value::Text(value.to_owned())
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for text in [
+            "",
+            "user-1",
+            "é ü 日本",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "\u{7f}\u{1f}",
+            "</script>",
+        ] {
+            let mut out = Vec::new();
+            write_str(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]
