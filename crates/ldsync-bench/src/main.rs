@@ -209,7 +209,7 @@ fn project(
     std::fs::write(
         dir.path().join("ldsync.toml"),
         format!(
-            "[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"{environment}\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
+            "[limits]\n# PRODUCT.md's scenarios deliver to the emulator without a rate limit.\nrequests_per_second = 100000\nroute_requests_per_second = 100000\n\n[warehouses.pg]\npostgres = \"{}\"\n\n[environments.e]\ntoken = \"${{LD_ACCESS_TOKEN}}\"\nproject = \"default\"\nenvironment = \"{environment}\"\napi_url = \"{}\"\nevents_url = \"{}\"\n",
             server.url(),
             emulator.api_url(),
             emulator.events_url()

@@ -75,3 +75,13 @@ pub(crate) fn launchdarkly_client(
     options.observer = observer;
     LaunchDarklyClient::new(options)
 }
+
+/// The limiter every LaunchDarkly client of the process shares, paced by `[limits]`.
+pub(crate) fn limiter(limits: &ldsync_config::LimitsSpec) -> ldsync_launchdarkly::Limiter {
+    let per_second = |n: u32| std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN);
+    ldsync_launchdarkly::Limiter::new(ldsync_launchdarkly::LimiterOptions {
+        account_per_second: per_second(limits.requests_per_second),
+        route_per_second: per_second(limits.route_requests_per_second),
+        ..ldsync_launchdarkly::LimiterOptions::default()
+    })
+}

@@ -35,3 +35,8 @@ pub const DEFAULT_STATEMENT_TIMEOUT_SECS: u64 = 3_600;
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 1_024;
 /// How many syncs `serve` runs at the same time.
 pub const DEFAULT_MAX_CONCURRENT_SYNCS: u32 = 4;
+/// Requests a second the process sends to one LaunchDarkly account, at most. LaunchDarkly does
+/// not publish its limits; the client also slows down when its answers say a window runs out.
+pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 50;
+/// Requests a second the process sends to one LaunchDarkly route (verb and URL pattern).
+pub const DEFAULT_ROUTE_REQUESTS_PER_SECOND: u32 = 20;

@@ -47,6 +47,8 @@ pub(crate) struct RawEnvironment {
 pub(crate) struct RawLimits {
     pub(crate) memory_budget_mib: Option<Spanned<u64>>,
     pub(crate) max_concurrent_syncs: Option<Spanned<u32>>,
+    pub(crate) requests_per_second: Option<Spanned<u32>>,
+    pub(crate) route_requests_per_second: Option<Spanned<u32>>,
 }
 
 /// One `syncs/NAME.toml` file.

@@ -104,6 +104,10 @@ pub struct LimitsSpec {
     pub memory_budget_bytes: u64,
     /// How many syncs run at the same time under `serve`.
     pub max_concurrent_syncs: u32,
+    /// Requests a second to the LaunchDarkly account, at most (every sync together).
+    pub requests_per_second: u32,
+    /// Requests a second to one LaunchDarkly route, at most (every sync together).
+    pub route_requests_per_second: u32,
 }
 
 /// One sync, from one file in `syncs/`.

@@ -16,9 +16,9 @@ use crate::{
     Ratio, SegmentSpec, StateSpec, SyncObject, SyncSpec, WarehouseSpec, DEFAULT_API_URL,
     DEFAULT_EVENTS_URL, DEFAULT_EVENT_BATCH_SIZE, DEFAULT_IDENTITY_RETENTION_SECS,
     DEFAULT_IMPORT_THRESHOLD, DEFAULT_LOOKBACK_SECS, DEFAULT_MAX_CONCURRENT_SYNCS,
-    DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_SEGMENT_BATCH_SIZE,
-    DEFAULT_STATEMENT_TIMEOUT_SECS, DEFAULT_STATE_CACHE_DIR, DEFAULT_STATE_DIR,
-    DEFAULT_STATE_LEASE_SECS,
+    DEFAULT_MAX_REMOVAL_RATIO, DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_REQUESTS_PER_SECOND,
+    DEFAULT_ROUTE_REQUESTS_PER_SECOND, DEFAULT_SEGMENT_BATCH_SIZE, DEFAULT_STATEMENT_TIMEOUT_SECS,
+    DEFAULT_STATE_CACHE_DIR, DEFAULT_STATE_DIR, DEFAULT_STATE_LEASE_SECS,
 };
 
 /// The largest `batch_size` of a `[segment]`.
@@ -347,9 +347,26 @@ fn limits_spec(
         Some(n) => n.into_inner(),
         None => DEFAULT_MAX_CONCURRENT_SYNCS,
     };
+    let mut rate = |value: Option<Spanned<u32>>, key: &str, default: u32| match value {
+        Some(n) if *n.get_ref() == 0 => {
+            diagnostics.push(file.at(n.span().start, format!("`{key}` must be at least 1")));
+            default
+        }
+        Some(n) => n.into_inner(),
+        None => default,
+    };
+    let requests_per_second =
+        rate(raw.requests_per_second, "requests_per_second", DEFAULT_REQUESTS_PER_SECOND);
+    let route_requests_per_second = rate(
+        raw.route_requests_per_second,
+        "route_requests_per_second",
+        DEFAULT_ROUTE_REQUESTS_PER_SECOND,
+    );
     LimitsSpec {
         memory_budget_bytes: memory_budget_mib.saturating_mul(1024 * 1024),
         max_concurrent_syncs,
+        requests_per_second,
+        route_requests_per_second,
     }
 }
 

@@ -310,7 +310,7 @@ impl Context {
             project: project.clone(),
             state: store.dir.clone(),
             shared: store.shared.clone(),
-            limiter: Arc::new(Limiter::default()),
+            limiter: Arc::new(wiring::limiter(&project.limits)),
             observer,
             show_progress: false,
         }

@@ -163,7 +163,7 @@ async fn check_connections(project: &Project) -> Vec<ConnectionCheck> {
             },
         }
     });
-    let limiter = std::sync::Arc::new(ldsync_launchdarkly::Limiter::default());
+    let limiter = std::sync::Arc::new(wiring::limiter(&project.limits));
     let environments = project.environments.iter().map(|(name, spec)| {
         let limiter = std::sync::Arc::clone(&limiter);
         async move {

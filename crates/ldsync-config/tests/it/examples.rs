@@ -89,4 +89,8 @@ fn the_reference_sync_sets_every_option_and_validates() {
     assert_eq!(segment.tags, ["warehouse-sync"]);
     assert!(matches!(project.state, StateSpec::Local { .. }));
     assert_eq!(project.limits.max_concurrent_syncs, 2);
+    assert_eq!(
+        (project.limits.requests_per_second, project.limits.route_requests_per_second),
+        (50, 20)
+    );
 }

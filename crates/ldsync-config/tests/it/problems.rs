@@ -123,3 +123,9 @@ fn a_shared_state_store_takes_a_cache_and_a_lease() {
         ["ldsync.toml:3:9: state `lease` must be at least 1s: it is renewed every third of it"]
     );
 }
+
+#[test]
+fn a_pace_of_zero_requests_is_refused() {
+    let found = problems(&format!("[limits]\nroute_requests_per_second = 0\n\n{PROJECT}"), &[]);
+    assert_eq!(found, ["ldsync.toml:2:29: `route_requests_per_second` must be at least 1"]);
+}
