@@ -35,6 +35,38 @@ fn get(samples: &BTreeMap<(String, String, String), f64>, metric: &str, result: 
         .unwrap_or_else(|| panic!("no sample {metric}{{result={result:?}}}: {samples:#?}"))
 }
 
+/// Starts `ldsync serve ARGS` (on a free loopback port, with `vars` too) in `project`; returns
+/// the process, with its stderr piped, and the address it serves on.
+pub(crate) fn start_serve(
+    project: &Project,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> (tokio::process::Child, String) {
+    let port = ldsync_test_support::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec![("LD_ACCESS_TOKEN", TOKEN)];
+    all.extend_from_slice(vars);
+    let mut command = tokio::process::Command::from(ldsync(project.path(), &all));
+    command.args(["serve", "--listen", &listen]).args(args).kill_on_drop(true);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    (command.spawn().unwrap(), listen)
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit, at most `bound`; it must exit 0.
+pub(crate) async fn stop_with_sigterm(
+    child: tokio::process::Child,
+    bound: Duration,
+) -> std::process::Output {
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let output = tokio::time::timeout(bound, child.wait_with_output())
+        .await
+        .expect("serve stopped within its shutdown bound")
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    output
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[expect(
     clippy::float_cmp,
@@ -48,13 +80,7 @@ async fn metrics_parse_and_agree_with_status() {
     let warehouse = DuckDbWarehouse::new(project.path()).await;
     let members: BTreeSet<String> = (0..30).map(|i| format!("p{i}")).collect();
     warehouse.set(&members).await;
-    let port = ldsync_test_support::free_port().unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let mut command =
-        tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
-    command.args(["serve", "--listen", &listen]).kill_on_drop(true);
-    command.stdout(Stdio::null()).stderr(Stdio::piped());
-    let child = command.spawn().unwrap();
+    let (child, listen) = start_serve(&project, &[], &[]);
     let url = format!("http://{listen}/metrics");
 
     // Run 1 adds every member; run 2 removes ten and adds two; run 3 finds nothing to do.
@@ -96,13 +122,7 @@ async fn metrics_parse_and_agree_with_status() {
     assert_eq!(get(&samples, "ldsync_runs_total", "unchanged"), 1.0);
     assert!(get(&samples, "ldsync_last_success_timestamp_seconds", "") > 1.7e9);
 
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("serve stopped within the shutdown bound")
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    stop_with_sigterm(child, Duration::from_secs(30)).await;
 }
 
 /// Starts `serve` on a project whose one sync is due every second and whose 1 000 members go
@@ -119,15 +139,7 @@ async fn stop_mid_delivery(
     project.emulator.set_rate_limits(vec!["POST /api/v2/segments/*/*/*/contexts=2/1s"
         .parse::<ldsync_emulator::RateLimitSpec>()
         .unwrap()]);
-    let port = ldsync_test_support::free_port().unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let mut command =
-        tokio::process::Command::from(ldsync(project.path(), &[("LD_ACCESS_TOKEN", TOKEN)]));
-    command
-        .args(["serve", "--listen", &listen, "--shutdown-timeout", shutdown_timeout])
-        .kill_on_drop(true);
-    command.stdout(Stdio::null()).stderr(Stdio::piped());
-    let child = command.spawn().unwrap();
+    let (child, _) = start_serve(&project, &[], &["--shutdown-timeout", shutdown_timeout]);
     for _ in 0..300 {
         let delivered = project.members("members").len();
         if delivered >= 200 {
@@ -137,13 +149,7 @@ async fn stop_mid_delivery(
     }
     let delivered = project.members("members").len();
     assert!((200..1_000).contains(&delivered), "part-way through: {delivered} members");
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let output = tokio::time::timeout(Duration::from_secs(40), child.wait_with_output())
-        .await
-        .expect("serve stopped within its shutdown bound")
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = stop_with_sigterm(child, Duration::from_secs(40)).await;
     (project, output, members)
 }
 

@@ -486,15 +486,11 @@ async fn serve_runs_syncs_on_schedule_serves_metrics_and_stops_on_sigterm() {
     let warehouse = DuckDbWarehouse::new(project.path()).await;
     let members: BTreeSet<String> = (0..40).map(|i| format!("s{i}")).collect();
     warehouse.set(&members).await;
-    let port = ldsync_test_support::free_port().unwrap();
-    let listen = format!("127.0.0.1:{port}");
-    let mut command = tokio::process::Command::from(ldsync(
-        project.path(),
-        &[("LD_ACCESS_TOKEN", TOKEN), ("LDSYNC_LOG", "info")],
-    ));
-    command.args(["serve", "--listen", &listen, "--shutdown-timeout", "20s"]).kill_on_drop(true);
-    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let child = command.spawn().unwrap();
+    let (child, listen) = crate::operations::start_serve(
+        &project,
+        &[("LDSYNC_LOG", "info")],
+        &["--shutdown-timeout", "20s"],
+    );
 
     let base = format!("http://{listen}");
     assert_eq!(wait_for(&format!("{base}/healthz"), |b| b == "ok\n").await, "ok\n");
@@ -531,12 +527,7 @@ async fn serve_runs_syncs_on_schedule_serves_metrics_and_stops_on_sigterm() {
     std::fs::write(&config, good).unwrap();
     wait_for(&format!("{base}/healthz"), |b| b == "ok\n").await;
 
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("serve stopped within the shutdown bound")
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
+    let output = crate::operations::stop_with_sigterm(child, Duration::from_secs(30)).await;
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(logs.contains("keeping the old one"), "{logs}");
     assert!(!logs.contains(TOKEN));
