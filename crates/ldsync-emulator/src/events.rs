@@ -173,6 +173,32 @@ fn check(json: &[u8]) -> serde_json::Result<Checked> {
     Ok(checked)
 }
 
+/// The arms of a visitor that answers `$answer` for every boolean, number and null (a number
+/// is still read in full, so one that does not fit is an error, as reading a value makes it).
+macro_rules! scalars_answer {
+    ($ty:ty, $answer:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$ty, E> {
+            Ok($answer)
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<$ty, E> {
+            Ok($answer)
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<$ty, E> {
+            Ok($answer)
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<$ty, E> {
+            Ok($answer)
+        }
+
+        fn visit_unit<E>(self) -> Result<$ty, E> {
+            Ok($answer)
+        }
+    };
+}
+
 /// The whole body: an array whose elements are checked one by one, or any other value.
 struct BodyVisitor;
 
@@ -203,25 +229,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
         Ok(Checked::NotAnArray)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked::NotAnArray)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked::NotAnArray)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked::NotAnArray)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked::NotAnArray)
-    }
-
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked::NotAnArray)
-    }
+    scalars_answer!(Checked, Checked::NotAnArray);
 }
 
 /// One element of the array: whether it is an object whose `kind` is `"custom"` (the last
@@ -263,25 +271,7 @@ impl<'de> Visitor<'de> for IsCustomEvent {
         Ok(false)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
+    scalars_answer!(bool, false);
 }
 
 /// Any JSON value: whether it is the string `self.0`. Nothing is built, but every string and
@@ -319,25 +309,7 @@ impl<'de> Visitor<'de> for Matches {
         Ok(false)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
+    scalars_answer!(bool, false);
 }
 
 #[cfg(test)]
