@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ldsync_config::{EnvironmentSpec, WarehouseSpec};
-use ldsync_core::{BatchStream, Source, TextStream, Value};
+use ldsync_core::{BatchStream, CellStream, Source, TextStream, Value};
 use ldsync_launchdarkly::{ClientOptions, LaunchDarklyClient, Limiter, RequestObserver};
 use ldsync_source::{DuckDbSource, PostgresSource};
 
@@ -60,6 +60,18 @@ impl Source for Warehouse {
         match self {
             Self::Postgres(source) => source.fetch_text(sql, wanted, batch_rows),
             Self::DuckDb(source) => source.fetch_text(sql, wanted, batch_rows),
+        }
+    }
+
+    fn fetch_cells<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        batch_rows: usize,
+    ) -> CellStream<'a, ldsync_source::Error> {
+        match self {
+            Self::Postgres(source) => source.fetch_cells(sql, params, batch_rows),
+            Self::DuckDb(source) => source.fetch_cells(sql, params, batch_rows),
         }
     }
 }

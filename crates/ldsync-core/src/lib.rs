@@ -17,6 +17,7 @@
 //! # Ok::<(), ldsync_core::KeyError>(())
 //! ```
 
+mod cells;
 mod change;
 mod error;
 mod key;
@@ -25,6 +26,7 @@ mod secret;
 mod source;
 mod text;
 
+pub use cells::{Cell, CellBatch, Row as CellRow};
 pub use change::{ChangeSet, SegmentChange};
 pub use error::{error_chain, Classify, ErrorDomain, KeyError};
 pub use key::{
@@ -33,5 +35,5 @@ pub use key::{
 };
 pub use row::{RowBatch, Value};
 pub use secret::Secret;
-pub use source::{BatchStream, Source, TextStream, DEFAULT_BATCH_ROWS};
+pub use source::{BatchStream, CellStream, Source, TextStream, DEFAULT_BATCH_ROWS};
 pub use text::{TextBatch, TextCell};

@@ -4,7 +4,7 @@ use std::{future::Future, pin::Pin};
 
 use futures_core::Stream;
 
-use crate::{Classify, RowBatch, TextBatch, Value};
+use crate::{CellBatch, Classify, RowBatch, TextBatch, Value};
 
 /// How many rows a source puts in one batch unless told otherwise.
 pub const DEFAULT_BATCH_ROWS: usize = 8192;
@@ -14,6 +14,9 @@ pub type BatchStream<'a, E> = Pin<Box<dyn Stream<Item = Result<RowBatch, E>> + S
 
 /// The batches of one query reduced to a few text columns (see [`Source::fetch_text`]).
 pub type TextStream<'a, E> = Pin<Box<dyn Stream<Item = Result<TextBatch, E>> + Send + 'a>>;
+
+/// The batches of one query as typed cells (see [`Source::fetch_cells`]).
+pub type CellStream<'a, E> = Pin<Box<dyn Stream<Item = Result<CellBatch, E>> + Send + 'a>>;
 
 /// A SQL warehouse that ldsync reads from.
 ///
@@ -49,6 +52,37 @@ pub trait Source: Send + Sync {
         batch_rows: usize,
     ) -> TextStream<'a, Self::Error> {
         Box::pin(ReduceToText { rows: self.fetch(sql, &[], batch_rows), wanted })
+    }
+
+    /// [`Source::fetch`], each batch as typed cells in one buffer: the path of metric-events
+    /// syncs, which read every column of millions of rows. The default converts
+    /// [`Source::fetch`]'s batches; a source that can decode into cells directly overrides it.
+    fn fetch_cells<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        batch_rows: usize,
+    ) -> CellStream<'a, Self::Error> {
+        Box::pin(ToCells { rows: self.fetch(sql, params, batch_rows) })
+    }
+}
+
+/// [`Source::fetch_cells`]'s default: each batch of values converted.
+struct ToCells<'a, E> {
+    rows: BatchStream<'a, E>,
+}
+
+impl<E> Stream for ToCells<'_, E> {
+    type Item = Result<CellBatch, E>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rows
+            .as_mut()
+            .poll_next(cx)
+            .map(|next| next.map(|batch| batch.map(|rows| CellBatch::from_rows(&rows))))
     }
 }
 

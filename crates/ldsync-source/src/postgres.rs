@@ -3,9 +3,11 @@
 use std::{error::Error as _, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
-use ldsync_core::{BatchStream, RowBatch, Secret, Source, TextBatch, TextStream, Value};
+use ldsync_core::{
+    BatchStream, CellBatch, CellStream, RowBatch, Secret, Source, TextBatch, TextStream, Value,
+};
 use tokio_postgres::{
     types::{to_sql_checked, FromSql, IsNull, ToSql, Type},
     Client, Row,
@@ -60,12 +62,12 @@ impl PostgresSource {
         Ok(client)
     }
 
-    async fn run_query(
+    async fn run_query<B: Accumulate>(
         &self,
         sql: &str,
         params: &[Value],
         batch_rows: usize,
-        sender: &tokio::sync::mpsc::Sender<Result<RowBatch>>,
+        sender: &tokio::sync::mpsc::Sender<Result<B>>,
     ) -> Result<()> {
         let client = self.connect().await?;
         let statement = client.prepare(sql).await.map_err(query_error)?;
@@ -79,23 +81,80 @@ impl PostgresSource {
         let params: Vec<Param<'_>> = params.iter().map(Param).collect();
         let rows = client.query_raw(&statement, params.iter()).await.map_err(query_error)?;
         pin_mut!(rows);
-        let mut batch = Vec::with_capacity(batch_rows);
+        let mut batch = B::new(&columns, batch_rows);
         while let Some(row) = rows.try_next().await.map_err(query_error)? {
-            batch.push(decode_row(&row, &decoders)?);
-            if batch.len() == batch_rows {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
-                let rows = RowBatch { columns: Arc::clone(&columns), rows: full };
-                if sender.send(Ok(rows)).await.is_err() {
+            batch.push(&row, &decoders)?;
+            if batch.rows() == batch_rows {
+                let full = std::mem::replace(&mut batch, B::new(&columns, batch_rows));
+                if sender.send(Ok(full)).await.is_err() {
                     // The reader went away: dropping the stream ends the query.
                     return Ok(());
                 }
             }
         }
-        if !batch.is_empty() {
+        if batch.rows() > 0 {
             // A closed receiver means the reader stopped early; nothing is left to do.
-            let _ = sender.send(Ok(RowBatch { columns, rows: batch })).await;
+            let _ = sender.send(Ok(batch)).await;
         }
         Ok(())
+    }
+
+    /// Runs the query on a task of its own, its batches read ahead into a channel.
+    fn spawn_query<B: Accumulate>(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch_rows: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<B>> {
+        // Eight batches read ahead: a metric-events run stages 64 Ki rows at once, and the
+        // query goes on reading the next ones meanwhile.
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        let source = self.clone();
+        let sql = sql.to_owned();
+        let params = params.to_vec();
+        let batch_rows = batch_rows.max(1);
+        tokio::spawn(async move {
+            if let Err(error) = source.run_query(&sql, &params, batch_rows, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        receiver
+    }
+}
+
+/// A batch that rows are decoded into.
+trait Accumulate: Send + 'static {
+    fn new(columns: &Arc<[String]>, rows: usize) -> Self;
+    fn push(&mut self, row: &Row, decoders: &[Decoder]) -> Result<()>;
+    fn rows(&self) -> usize;
+}
+
+impl Accumulate for RowBatch {
+    fn new(columns: &Arc<[String]>, rows: usize) -> Self {
+        Self { columns: Arc::clone(columns), rows: Vec::with_capacity(rows) }
+    }
+
+    fn push(&mut self, row: &Row, decoders: &[Decoder]) -> Result<()> {
+        self.rows.push(decode_row(row, decoders)?);
+        Ok(())
+    }
+
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+impl Accumulate for CellBatch {
+    fn new(columns: &Arc<[String]>, rows: usize) -> Self {
+        Self::with_capacity(Arc::clone(columns), rows)
+    }
+
+    fn push(&mut self, row: &Row, decoders: &[Decoder]) -> Result<()> {
+        push_row(row, decoders, self)
+    }
+
+    fn rows(&self) -> usize {
+        self.len()
     }
 }
 
@@ -119,19 +178,17 @@ impl Source for PostgresSource {
         params: &'a [Value],
         batch_rows: usize,
     ) -> BatchStream<'a, Error> {
-        // Eight batches read ahead: a metric-events run stages 64 Ki rows at once, and the
-        // query goes on reading the next ones meanwhile.
-        let (sender, receiver) = tokio::sync::mpsc::channel(8);
-        let source = self.clone();
-        let sql = sql.to_owned();
-        let params = params.to_vec();
-        let batch_rows = batch_rows.max(1);
-        tokio::spawn(async move {
-            if let Err(error) = source.run_query(&sql, &params, batch_rows, &sender).await {
-                let _ = sender.send(Err(error)).await;
-            }
-        });
-        crate::duckdb::receiver_stream(receiver)
+        crate::duckdb::receiver_stream(self.spawn_query(sql, params, batch_rows))
+    }
+
+    fn fetch_cells<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        batch_rows: usize,
+    ) -> CellStream<'a, Error> {
+        let mut receiver = self.spawn_query(sql, params, batch_rows);
+        Box::pin(futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
     }
 
     fn fetch_text<'a>(
@@ -209,6 +266,7 @@ pub(crate) enum Decoder {
     TimestampTz,
     Date,
     Json,
+    Jsonb,
     Uuid,
 }
 
@@ -226,7 +284,8 @@ impl Decoder {
             Type::TIMESTAMP => Self::Timestamp,
             Type::TIMESTAMPTZ => Self::TimestampTz,
             Type::DATE => Self::Date,
-            Type::JSON | Type::JSONB => Self::Json,
+            Type::JSON => Self::Json,
+            Type::JSONB => Self::Jsonb,
             Type::UUID => Self::Uuid,
             _ => {
                 return Err(Error::UnsupportedType {
@@ -239,36 +298,151 @@ impl Decoder {
 }
 
 pub(crate) fn decode_row(row: &Row, decoders: &[Decoder]) -> Result<Vec<Value>> {
-    decoders.iter().enumerate().map(|(i, decoder)| decode_value(row, i, *decoder)).collect()
+    decoders
+        .iter()
+        .enumerate()
+        .map(|(i, decoder)| decode_raw(row, i, *decoder).map(Raw::into_value))
+        .collect()
 }
 
-fn decode_value(row: &Row, i: usize, decoder: Decoder) -> Result<Value> {
-    fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<Option<T>> {
-        row.try_get::<_, Option<T>>(i).map_err(query_error)
-    }
-    let value = match decoder {
-        Decoder::Bool => get::<bool>(row, i)?.map(Value::Bool),
-        Decoder::Int2 => get::<i16>(row, i)?.map(|v| Value::Int(v.into())),
-        Decoder::Int4 => get::<i32>(row, i)?.map(|v| Value::Int(v.into())),
-        Decoder::Int8 => get::<i64>(row, i)?.map(Value::Int),
-        Decoder::Float4 => get::<f32>(row, i)?.map(|v| Value::Float(v.into())),
-        Decoder::Float8 => get::<f64>(row, i)?.map(Value::Float),
-        Decoder::Numeric => get::<Numeric>(row, i)?.map(|n| Value::Float(n.0)),
-        Decoder::Text => get::<String>(row, i)?.map(Value::Text),
-        Decoder::Timestamp => get::<NaiveDateTime>(row, i)?
-            .map(|t| Value::TimestampMillis(t.and_utc().timestamp_millis())),
-        Decoder::TimestampTz => {
-            get::<DateTime<Utc>>(row, i)?.map(|t| Value::TimestampMillis(t.timestamp_millis()))
+/// Appends the cells of `row` to `batch`, decoded from the wire without a `Value` or a
+/// `String` per cell.
+fn push_row(row: &Row, decoders: &[Decoder], batch: &mut CellBatch) -> Result<()> {
+    for (i, decoder) in decoders.iter().enumerate() {
+        match decode_raw(row, i, *decoder)? {
+            Raw::Null => batch.push_null(),
+            Raw::Bool(value) => batch.push_bool(value),
+            Raw::Int(value) => batch.push_int(value),
+            Raw::Float(value) => batch.push_float(value),
+            Raw::Text(text) => batch.push_text(text),
+            Raw::Millis(value) => batch.push_timestamp_millis(value),
+            Raw::Json(json) => batch.push_json(json),
+            Raw::Uuid(uuid) => batch.push_text_with(|out| {
+                out.push_str(uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+            }),
         }
-        Decoder::Date => get::<NaiveDate>(row, i)?.map(|d| {
-            Value::TimestampMillis(
-                d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()),
-            )
-        }),
-        Decoder::Json => get::<serde_json::Value>(row, i)?.map(Value::Json),
-        Decoder::Uuid => get::<uuid::Uuid>(row, i)?.map(|u| Value::Text(u.to_string())),
+    }
+    Ok(())
+}
+
+/// One value as PostgreSQL's binary format holds it, text borrowed from the row.
+enum Raw<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Millis(i64),
+    Json(&'a str),
+    Uuid(uuid::Uuid),
+}
+
+impl Raw<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Self::Null => Value::Null,
+            Self::Bool(value) => Value::Bool(value),
+            Self::Int(value) => Value::Int(value),
+            Self::Float(value) => Value::Float(value),
+            Self::Text(text) => Value::Text(text.to_owned()),
+            Self::Millis(value) => Value::TimestampMillis(value),
+            // The server checked the document; text it sent as JSON parses.
+            Self::Json(json) => serde_json::from_str(json)
+                .map_or_else(|_| Value::Text(json.to_owned()), Value::Json),
+            Self::Uuid(uuid) => Value::Text(uuid.to_string()),
+        }
+    }
+}
+
+/// The bytes of column `i` of `row`, whatever its type (the decoder checks them).
+struct RawBytes<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawBytes<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+fn decode_raw(row: &Row, i: usize, decoder: Decoder) -> Result<Raw<'_>> {
+    let Some(RawBytes(raw)) = row.try_get::<_, Option<RawBytes<'_>>>(i).map_err(query_error)?
+    else {
+        return Ok(Raw::Null);
     };
-    Ok(value.unwrap_or(Value::Null))
+    let bad = |what: &str| Error::Query {
+        engine: ENGINE,
+        sqlstate: None,
+        message: format!("column `{}`: {what}", row.columns()[i].name()),
+        position: None,
+        retryable: false,
+    };
+    let fixed = |raw: &[u8], len: usize| -> Result<[u8; 8]> {
+        let mut out = [0; 8];
+        if raw.len() != len {
+            return Err(bad("a value of the wrong length"));
+        }
+        out[8 - len..].copy_from_slice(raw);
+        Ok(out)
+    };
+    Ok(match decoder {
+        Decoder::Bool => Raw::Bool(fixed(raw, 1)?[7] != 0),
+        Decoder::Int2 => {
+            Raw::Int(i16::from_be_bytes(fixed(raw, 2)?[6..].try_into().expect("2")).into())
+        }
+        Decoder::Int4 => {
+            Raw::Int(i32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4")).into())
+        }
+        Decoder::Int8 => Raw::Int(i64::from_be_bytes(fixed(raw, 8)?)),
+        Decoder::Float4 => {
+            Raw::Float(f32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4")).into())
+        }
+        Decoder::Float8 => Raw::Float(f64::from_be_bytes(fixed(raw, 8)?)),
+        Decoder::Numeric => Raw::Float(
+            Numeric::from_sql(&Type::NUMERIC, raw).map_err(|err| bad(&err.to_string()))?.0,
+        ),
+        Decoder::Text => {
+            Raw::Text(std::str::from_utf8(raw).map_err(|_| bad("text that is not UTF-8"))?)
+        }
+        Decoder::Timestamp | Decoder::TimestampTz => {
+            let micros = i64::from_be_bytes(fixed(raw, 8)?);
+            if micros == i64::MAX || micros == i64::MIN {
+                return Err(bad("an infinite timestamp"));
+            }
+            let millis = micros
+                .checked_add(PG_EPOCH_MICROS)
+                .map(|micros| micros.div_euclid(1_000))
+                .ok_or_else(|| bad("a timestamp out of range"))?;
+            Raw::Millis(millis)
+        }
+        Decoder::Date => {
+            let days = i32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4"));
+            if days == i32::MAX || days == i32::MIN {
+                return Err(bad("an infinite date"));
+            }
+            Raw::Millis((i64::from(days) + 10_957) * 86_400_000)
+        }
+        Decoder::Json => {
+            Raw::Json(std::str::from_utf8(raw).map_err(|_| bad("JSON that is not UTF-8"))?)
+        }
+        Decoder::Jsonb => match raw.split_first() {
+            Some((1, json)) => {
+                Raw::Json(std::str::from_utf8(json).map_err(|_| bad("JSON that is not UTF-8"))?)
+            }
+            _ => return Err(bad("a jsonb value of an unknown version")),
+        },
+        Decoder::Uuid => Raw::Uuid(uuid::Uuid::from_bytes(
+            raw.try_into().map_err(|_| bad("a value of the wrong length"))?,
+        )),
+    })
 }
 
 /// A `numeric` read as the nearest `f64`.

@@ -601,7 +601,7 @@ impl<S: Source> EventsSync<'_, S> {
         let produce = async {
             let sender = sender;
             let params = [Value::TimestampMillis(from_ms)];
-            let mut stream = self.source.fetch(reading.query, &params, DEFAULT_BATCH_ROWS);
+            let mut stream = self.source.fetch_cells(reading.query, &params, DEFAULT_BATCH_ROWS);
             let (mut chunk, mut chunk_rows, mut full) = (Vec::new(), 0, Vec::new());
             loop {
                 let next = stream.try_next().await.map_err(|source| {
@@ -610,7 +610,7 @@ impl<S: Source> EventsSync<'_, S> {
                 })?;
                 let done = next.is_none();
                 if let Some(rows) = next {
-                    chunk_rows += rows.rows.len();
+                    chunk_rows += rows.len();
                     chunk.push(rows);
                     if chunk_rows < stage::CHUNK_ROWS {
                         continue;
@@ -897,7 +897,7 @@ mod tests {
     fn measure_1m_events() {
         use std::{sync::Arc, time::Instant};
 
-        use ldsync_core::{ContextKind, RowBatch};
+        use ldsync_core::{CellBatch, ContextKind, RowBatch};
 
         const ROWS: usize = 1_000_000;
         let columns: Arc<[String]> =
@@ -906,7 +906,7 @@ mod tests {
                 .map(|c| (*c).to_owned())
                 .collect();
         let t0 = 1_767_225_600_000_i64;
-        let make = || -> Vec<RowBatch> {
+        let make = || -> Vec<CellBatch> {
             (0..ROWS)
                 .collect::<Vec<_>>()
                 .chunks(DEFAULT_BATCH_ROWS)
@@ -925,6 +925,7 @@ mod tests {
                         })
                         .collect(),
                 })
+                .map(|rows| CellBatch::from_rows(&rows))
                 .collect()
         };
         let temp = tempfile::tempdir().unwrap();
@@ -940,10 +941,13 @@ mod tests {
             future_limit_ms: i64::MAX,
         };
         let extra = HashSet128::default();
-        let run = |batches: Vec<RowBatch>| {
+        let run = |batches: Vec<CellBatch>| {
             let known = ledger.identities().unwrap();
             let mut stager = Stager::new(&reading, &known, &extra);
-            let mut builder = BatchBuilder::new(5_000, MAX_EVENT_PAYLOAD_BYTES);
+            let mut builder = BatchBuilder::new(
+                ldsync_config::DEFAULT_EVENT_BATCH_SIZE as usize,
+                MAX_EVENT_PAYLOAD_BYTES,
+            );
             let (mut full, mut accepted, mut body_bytes, mut journal_bytes) =
                 (Vec::new(), Vec::new(), 0, 0);
             let started = Instant::now();
@@ -978,13 +982,13 @@ mod tests {
             settle(&mut builder, &mut full);
             (started.elapsed(), stager.counts, accepted, body_bytes, journal_bytes)
         };
-        let baseline = |batches: &[RowBatch]| {
+        let baseline = |batches: &[CellBatch]| {
             let started = Instant::now();
             let mut bytes = 0_usize;
-            for row in batches.iter().flat_map(|b| b.rows.iter()) {
-                for value in row {
-                    bytes += match value {
-                        Value::Text(text) => text.len(),
+            for row in batches.iter().flat_map(CellBatch::rows) {
+                for column in 0..columns.len() {
+                    bytes += match row.get(column) {
+                        ldsync_core::Cell::Text(text) => text.len(),
                         _ => 8,
                     };
                 }

@@ -13,7 +13,7 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
 };
 
-use ldsync_core::{ContextKind, RowBatch, Value};
+use ldsync_core::{Cell, CellBatch, CellRow, ContextKind};
 use ldsync_launchdarkly::{CustomEvent, MAX_EVENT_PAYLOAD_BYTES};
 use ldsync_state::{IdentityIndex, Rejection};
 
@@ -146,7 +146,7 @@ impl<'a> Stager<'a> {
     /// Stages the rows of `chunk`, calling `new_event` for each new event.
     pub(crate) fn chunk(
         &mut self,
-        chunk: &[RowBatch],
+        chunk: &[CellBatch],
         mut new_event: impl FnMut(NewEvent<'_>) -> Result<(), String>,
     ) -> Result<()> {
         let Some(first) = chunk.first() else { return Ok(()) };
@@ -155,9 +155,9 @@ impl<'a> Stager<'a> {
         }
         let layout = self.layout.as_ref().expect("set from the first batch");
         // 1. Check each row, and hash the identity of each good one.
-        let rows = chunk.iter().map(|batch| batch.rows.len()).sum();
+        let rows = chunk.iter().map(CellBatch::len).sum();
         let mut candidates: Vec<(u128, u64, Parsed<'_>)> = Vec::with_capacity(rows);
-        for row in chunk.iter().flat_map(|batch| batch.rows.iter()) {
+        for row in chunk.iter().flat_map(CellBatch::rows) {
             self.counts.rows += 1;
             match parse(row, layout, self.reading) {
                 Ok(None) => self.counts.outside += 1,
@@ -238,7 +238,7 @@ enum Contexts {
     Many(usize),
 }
 
-fn columns(sync: &str, batch: &RowBatch) -> Result<Columns> {
+fn columns(sync: &str, batch: &CellBatch) -> Result<Columns> {
     let contract = |message: String| Error::Contract { sync: sync.to_owned(), message };
     let found = || {
         if batch.columns.is_empty() {
@@ -291,25 +291,24 @@ fn columns(sync: &str, batch: &RowBatch) -> Result<Columns> {
 }
 
 /// A key column as text, or why the row is rejected.
-fn key_text<'r>(value: &'r Value, column: &str) -> Result<Cow<'r, str>, String> {
+fn key_text<'r>(value: Cell<'r>, column: &str) -> Result<Cow<'r, str>, String> {
     match value {
-        Value::Text(text) if text.is_empty() => Err(format!("`{column}` is empty")),
-        Value::Text(text) => Ok(Cow::Borrowed(text)),
-        Value::Int(number) => Ok(Cow::Owned(number.to_string())),
-        Value::Null => Err(format!("`{column}` is NULL")),
+        Cell::Text("") => Err(format!("`{column}` is empty")),
+        Cell::Text(text) => Ok(Cow::Borrowed(text)),
+        Cell::Int(number) => Ok(Cow::Owned(number.to_string())),
+        Cell::Null => Err(format!("`{column}` is NULL")),
         other => Err(format!("`{column}` is a {}, expected text", other.type_name())),
     }
 }
 
 /// A JSON object column: JSON, or text holding JSON (DuckDB hands `JSON` over as text).
 fn json_object(
-    value: &Value,
+    value: Cell<'_>,
     column: &str,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
-    let json = match value {
-        Value::Null => return Ok(None),
-        Value::Json(json) => json.clone(),
-        Value::Text(text) => serde_json::from_str(text)
+    let json: serde_json::Value = match value {
+        Cell::Null => return Ok(None),
+        Cell::Json(text) | Cell::Text(text) => serde_json::from_str(text)
             .map_err(|err| format!("`{column}` is not valid JSON: {err}"))?,
         other => {
             return Err(format!("`{column}` is a {}, expected a JSON object", other.type_name()))
@@ -342,7 +341,7 @@ enum EventContexts<'r> {
 }
 
 fn context_keys<'r>(
-    value: &'r Value,
+    value: Cell<'r>,
     kind: &'r ContextKind,
     contexts: &Contexts,
 ) -> Result<EventContexts<'r>, String> {
@@ -384,16 +383,16 @@ fn context_keys<'r>(
 /// How far past the clock an `occurred_at` may lie: a clock skew, not a typo in the year.
 pub(crate) const FUTURE_TOLERANCE_MS: i64 = 24 * 3_600 * 1_000;
 
-fn occurred_at(value: &Value, future_limit_ms: i64) -> Result<i64, String> {
+fn occurred_at(value: Cell<'_>, future_limit_ms: i64) -> Result<i64, String> {
     match value {
         // An event from the future would move the cursor past every late row still to come.
-        Value::TimestampMillis(ms) | Value::Int(ms) if *ms > future_limit_ms => Err(format!(
+        Cell::TimestampMillis(ms) | Cell::Int(ms) if ms > future_limit_ms => Err(format!(
             "`occurred_at` {} is more than a day in the future",
-            chrono::DateTime::from_timestamp_millis(*ms)
+            chrono::DateTime::from_timestamp_millis(ms)
                 .map_or_else(|| format!("{ms} ms"), |at| at.to_rfc3339())
         )),
-        Value::TimestampMillis(ms) | Value::Int(ms) => Ok(*ms),
-        Value::Null => Err("`occurred_at` is NULL".to_owned()),
+        Cell::TimestampMillis(ms) | Cell::Int(ms) => Ok(ms),
+        Cell::Null => Err("`occurred_at` is NULL".to_owned()),
         other => Err(format!(
             "`occurred_at` is a {}, expected a timestamp or epoch milliseconds",
             other.type_name()
@@ -401,12 +400,12 @@ fn occurred_at(value: &Value, future_limit_ms: i64) -> Result<i64, String> {
     }
 }
 
-fn metric_value(value: &Value) -> Result<Option<f64>, String> {
+fn metric_value(value: Cell<'_>) -> Result<Option<f64>, String> {
     #[expect(clippy::cast_precision_loss, reason = "a metric value is a JSON number, an f64")]
     let number = match value {
-        Value::Null => return Ok(None),
-        Value::Int(number) => *number as f64,
-        Value::Float(number) => *number,
+        Cell::Null => return Ok(None),
+        Cell::Int(number) => number as f64,
+        Cell::Float(number) => number,
         other => {
             return Err(format!("`metric_value` is a {}, expected a number", other.type_name()))
         }
@@ -512,24 +511,24 @@ impl Parsed<'_> {
 
 /// One row → a checked event, or why it is rejected. `Ok(None)`: outside the range.
 fn parse<'r>(
-    row: &'r [Value],
+    row: CellRow<'r>,
     layout: &Columns,
     reading: &'r Reading<'_>,
 ) -> Result<Option<Parsed<'r>>, (Option<String>, String)> {
-    let at = occurred_at(&row[layout.occurred_at], reading.future_limit_ms)
+    let at = occurred_at(row.get(layout.occurred_at), reading.future_limit_ms)
         .map_err(|reason| (None, reason))?;
     if at < reading.from_ms || reading.until_ms.is_some_and(|until| at >= until) {
         return Ok(None);
     }
-    let event_id = match layout.event_id.map(|column| &row[column]) {
-        None | Some(Value::Null) => None,
+    let event_id = match layout.event_id.map(|column| row.get(column)) {
+        None | Some(Cell::Null) => None,
         Some(value) => Some(key_text(value, "event_id").map_err(|reason| (None, reason))?),
     };
     let owned_id = || event_id.as_ref().map(|id| id.clone().into_owned());
-    let key = match &row[layout.event_key] {
-        Value::Text(text) if !text.is_empty() => text.as_str(),
-        Value::Text(_) => return Err((owned_id(), "`event_key` is empty".to_owned())),
-        Value::Null => return Err((owned_id(), "`event_key` is NULL".to_owned())),
+    let key = match row.get(layout.event_key) {
+        Cell::Text("") => return Err((owned_id(), "`event_key` is empty".to_owned())),
+        Cell::Text(text) => text,
+        Cell::Null => return Err((owned_id(), "`event_key` is NULL".to_owned())),
         other => {
             return Err((
                 owned_id(),
@@ -541,15 +540,15 @@ fn parse<'r>(
     let column = match layout.contexts {
         Contexts::One(column) | Contexts::Many(column) => column,
     };
-    let contexts = context_keys(&row[column], reading.context_kind, &layout.contexts)
+    let contexts = context_keys(row.get(column), reading.context_kind, &layout.contexts)
         .map_err(|reason| (shown(), reason))?;
     let value = match layout.metric_value {
-        Some(column) => metric_value(&row[column]).map_err(|reason| (shown(), reason))?,
+        Some(column) => metric_value(row.get(column)).map_err(|reason| (shown(), reason))?,
         None => None,
     };
     let data = match layout.data {
         // An empty object says nothing: it is the same event as no `data`.
-        Some(column) => json_object(&row[column], "data")
+        Some(column) => json_object(row.get(column), "data")
             .map_err(|reason| (shown(), reason))?
             .filter(|map| !map.is_empty()),
         None => None,
@@ -561,6 +560,7 @@ fn parse<'r>(
 mod tests {
     use std::sync::Arc;
 
+    use ldsync_core::{RowBatch, Value};
     use ldsync_state::StateDir;
 
     use super::*;
@@ -598,7 +598,7 @@ mod tests {
         let (first, second) = rows.rows.split_at(rows.rows.len() / 2);
         for part in [first, second] {
             let chunk = RowBatch { columns: rows.columns.clone(), rows: part.to_vec() };
-            stager.chunk(&[chunk], |event| {
+            stager.chunk(&[CellBatch::from_rows(&chunk)], |event| {
                 events.push((event.hash, event.row, serde_json::from_slice(event.json).unwrap()));
                 Ok(())
             })?;

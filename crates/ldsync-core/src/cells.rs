@@ -1,0 +1,269 @@
+//! Rows as typed cells in one buffer: the shape a metric-events sync reads, without a
+//! [`Value`] (and a `String` per text cell) for every cell of millions of rows.
+//!
+//! A [`CellBatch`] holds one fixed-size cell per (row, column) and one byte buffer for the
+//! text and JSON of all its cells. A source able to decode its wire format directly
+//! (PostgreSQL's binary results) fills it without allocating per row; every other source
+//! converts its [`RowBatch`]es ([`CellBatch::from_rows`]).
+
+use std::sync::Arc;
+
+use crate::{RowBatch, Value};
+
+/// One cell of a [`CellBatch`], borrowing its text from the batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A floating point or numeric value.
+    Float(f64),
+    /// Text (UTF-8, checked when the cell was added).
+    Text(&'a str),
+    /// A point in time, as Unix epoch milliseconds (UTC).
+    TimestampMillis(i64),
+    /// A JSON document, as its text.
+    Json(&'a str),
+}
+
+impl Cell<'_> {
+    /// The name of the cell's type, for error messages (the names [`Value::type_name`] uses).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "boolean",
+            Self::Int(_) => "integer",
+            Self::Float(_) => "number",
+            Self::Text(_) => "text",
+            Self::TimestampMillis(_) => "timestamp",
+            Self::Json(_) => "json",
+        }
+    }
+}
+
+/// A cell as stored: its text as a range of the batch's buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text { start: u32, end: u32 },
+    TimestampMillis(i64),
+    Json { start: u32, end: u32 },
+}
+
+/// A batch of rows under named columns, each row `width` cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellBatch {
+    /// The column names, in the query's order, lowercase as the warehouse reports them.
+    pub columns: Arc<[String]>,
+    text: String,
+    slots: Vec<Slot>,
+}
+
+impl CellBatch {
+    /// An empty batch for a query returning `columns`, with room for `rows` rows.
+    pub fn with_capacity(columns: Arc<[String]>, rows: usize) -> Self {
+        let slots = Vec::with_capacity(rows * columns.len());
+        Self { columns, text: String::new(), slots }
+    }
+
+    /// A batch of the same rows as `rows`.
+    pub fn from_rows(rows: &RowBatch) -> Self {
+        let mut batch = Self::with_capacity(Arc::clone(&rows.columns), rows.rows.len());
+        for row in &rows.rows {
+            for value in row {
+                batch.push_value(value);
+            }
+        }
+        batch
+    }
+
+    /// How many cells each row holds.
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// How many rows the batch holds.
+    pub fn len(&self) -> usize {
+        self.slots.len().checked_div(self.width()).unwrap_or(0)
+    }
+
+    /// Whether the batch holds no rows.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The position of `column` in the batch, if the query returned it.
+    pub fn column_index(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|name| name == column)
+    }
+
+    /// Cell `column` of row `row`.
+    ///
+    /// # Panics
+    ///
+    /// When the row or the column is out of range.
+    pub fn get(&self, row: usize, column: usize) -> Cell<'_> {
+        assert!(column < self.width(), "column {column} of a batch of {} columns", self.width());
+        self.cell(self.slots[row * self.width() + column])
+    }
+
+    /// The rows, in order, each as its cells.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = Row<'_>> {
+        self.slots.chunks_exact(self.width().max(1)).map(move |slots| Row { batch: self, slots })
+    }
+
+    fn cell(&self, slot: Slot) -> Cell<'_> {
+        match slot {
+            Slot::Null => Cell::Null,
+            Slot::Bool(value) => Cell::Bool(value),
+            Slot::Int(value) => Cell::Int(value),
+            Slot::Float(value) => Cell::Float(value),
+            Slot::TimestampMillis(value) => Cell::TimestampMillis(value),
+            Slot::Text { start, end } => Cell::Text(&self.text[start as usize..end as usize]),
+            Slot::Json { start, end } => Cell::Json(&self.text[start as usize..end as usize]),
+        }
+    }
+
+    /// Appends a NULL cell; cells are appended row by row, `width` per row.
+    pub fn push_null(&mut self) {
+        self.slots.push(Slot::Null);
+    }
+
+    /// Appends a boolean cell.
+    pub fn push_bool(&mut self, value: bool) {
+        self.slots.push(Slot::Bool(value));
+    }
+
+    /// Appends an integer cell.
+    pub fn push_int(&mut self, value: i64) {
+        self.slots.push(Slot::Int(value));
+    }
+
+    /// Appends a number cell.
+    pub fn push_float(&mut self, value: f64) {
+        self.slots.push(Slot::Float(value));
+    }
+
+    /// Appends a point in time, in Unix epoch milliseconds.
+    pub fn push_timestamp_millis(&mut self, value: i64) {
+        self.slots.push(Slot::TimestampMillis(value));
+    }
+
+    /// Appends a text cell.
+    pub fn push_text(&mut self, text: &str) {
+        let (start, end) = self.append(text);
+        self.slots.push(Slot::Text { start, end });
+    }
+
+    /// Appends a JSON cell, as its text.
+    pub fn push_json(&mut self, json: &str) {
+        let (start, end) = self.append(json);
+        self.slots.push(Slot::Json { start, end });
+    }
+
+    /// Appends a text cell written by `write` (straight into the batch's buffer, so that
+    /// formatting a value allocates nothing).
+    pub fn push_text_with(&mut self, write: impl FnOnce(&mut String)) {
+        let start = Self::offset(self.text.len());
+        write(&mut self.text);
+        let end = Self::offset(self.text.len());
+        self.slots.push(Slot::Text { start, end });
+    }
+
+    /// Appends `value` as a cell.
+    pub fn push_value(&mut self, value: &Value) {
+        match value {
+            Value::Null => self.push_null(),
+            Value::Bool(value) => self.push_bool(*value),
+            Value::Int(value) => self.push_int(*value),
+            Value::Float(value) => self.push_float(*value),
+            Value::Text(text) => self.push_text(text),
+            Value::TimestampMillis(value) => self.push_timestamp_millis(*value),
+            Value::Json(json) => {
+                let start = Self::offset(self.text.len());
+                // Writing JSON into a String keeps it UTF-8.
+                let mut bytes = std::mem::take(&mut self.text).into_bytes();
+                serde_json::to_writer(&mut bytes, json).expect("writing to memory cannot fail");
+                self.text = String::from_utf8(bytes).expect("serde_json writes UTF-8");
+                let end = Self::offset(self.text.len());
+                self.slots.push(Slot::Json { start, end });
+            }
+        }
+    }
+
+    fn append(&mut self, text: &str) -> (u32, u32) {
+        let start = Self::offset(self.text.len());
+        self.text.push_str(text);
+        (start, Self::offset(self.text.len()))
+    }
+
+    /// # Panics
+    ///
+    /// When the batch would hold 4 GiB of text (sources cut batches far smaller).
+    fn offset(len: usize) -> u32 {
+        u32::try_from(len).expect("a batch holds less than 4 GiB of text")
+    }
+}
+
+/// One row of a [`CellBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    batch: &'a CellBatch,
+    slots: &'a [Slot],
+}
+
+impl<'a> Row<'a> {
+    /// Cell `column` of the row.
+    ///
+    /// # Panics
+    ///
+    /// When the column is out of range.
+    pub fn get(&self, column: usize) -> Cell<'a> {
+        self.batch.cell(self.slots[column])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_read_back_as_they_were_pushed() {
+        let columns: Arc<[String]> = ["a", "b", "c"].iter().map(|c| (*c).to_owned()).collect();
+        let rows = RowBatch {
+            columns,
+            rows: vec![
+                vec![Value::Text("é1".into()), Value::Int(-4), Value::Null],
+                vec![
+                    Value::Float(0.5),
+                    Value::TimestampMillis(7),
+                    Value::Json(serde_json::json!({"k": [1, "x"]})),
+                ],
+                vec![Value::Bool(true), Value::Text(String::new()), Value::Text("z".into())],
+            ],
+        };
+        let batch = CellBatch::from_rows(&rows);
+        assert_eq!((batch.len(), batch.width(), batch.column_index("c")), (3, 3, Some(2)));
+        let cells: Vec<Vec<Cell<'_>>> =
+            batch.rows().map(|row| (0..3).map(|column| row.get(column)).collect()).collect();
+        assert_eq!(
+            cells,
+            [
+                vec![Cell::Text("é1"), Cell::Int(-4), Cell::Null],
+                vec![Cell::Float(0.5), Cell::TimestampMillis(7), Cell::Json(r#"{"k":[1,"x"]}"#)],
+                vec![Cell::Bool(true), Cell::Text(""), Cell::Text("z")],
+            ]
+        );
+        assert_eq!(batch.get(2, 2), Cell::Text("z"));
+        let mut more = CellBatch::with_capacity(Arc::from(vec!["made".to_owned()]), 1);
+        more.push_text_with(|out| out.push_str("made"));
+        assert_eq!(more.get(0, 0), Cell::Text("made"));
+        assert!(CellBatch::with_capacity(Arc::from(Vec::new()), 0).rows().next().is_none());
+    }
+}
