@@ -26,6 +26,7 @@
 mod batches;
 mod cursor;
 mod identity;
+mod seen;
 mod stage;
 
 use std::{future::Future, time::Duration};
@@ -636,6 +637,9 @@ impl<S: Source> EventsSync<'_, S> {
                         // Delivery stopped: its error is the run's.
                         return Ok(promises.begun);
                     }
+                    // Staging runs on this task and rarely waits (the query reads ahead):
+                    // without a turn here, delivery would start only once the channel is full.
+                    tokio::task::yield_now().await;
                 }
                 if done {
                     break;

@@ -17,7 +17,7 @@ use ldsync_core::{Cell, CellBatch, CellRow, ContextKind};
 use ldsync_launchdarkly::{CustomEvent, MAX_EVENT_PAYLOAD_BYTES};
 use ldsync_state::{IdentityIndex, Rejection};
 
-use super::identity;
+use super::{identity, seen::SeenSet};
 use crate::{Error, Result};
 
 /// The most rejections kept with their reasons; the rest are counted.
@@ -118,7 +118,7 @@ pub(crate) struct Stager<'a> {
     known: &'a IdentityIndex,
     extra: &'a HashSet128,
     layout: Option<Columns>,
-    seen: HashSet128,
+    seen: SeenSet,
     /// Reused buffers: an identity's text, an event's JSON.
     identity: Vec<u8>,
     json: Vec<u8>,
@@ -136,7 +136,7 @@ impl<'a> Stager<'a> {
             known,
             extra,
             layout: None,
-            seen: HashSet128::default(),
+            seen: SeenSet::default(),
             identity: Vec::new(),
             json: Vec::new(),
             counts: Counts::default(),
@@ -168,9 +168,9 @@ impl<'a> Stager<'a> {
                 Err((key, reason)) => self.counts.reject(self.counts.rows, key, reason),
             }
         }
-        // 2. Ask the identity files about all of them at once, in hash order. Rows seen earlier
-        // in this result are asked about too, and found new: step 3 tells them apart with one
-        // lookup in `seen` per row instead of two.
+        // 2. Ask the identity files about all of them at once, in hash order, and add the ones
+        // they do not know to the identities of this run, in the same order (see `SeenSet`):
+        // a row repeated in the result is new once, at its first position.
         let mut order: Vec<(u128, u32)> = candidates
             .iter()
             .enumerate()
@@ -184,12 +184,13 @@ impl<'a> Stager<'a> {
             .find_sorted(&probes, &mut found)
             .map_err(|source| Error::State { sync: self.reading.sync.to_owned(), source })?;
         let mut new = vec![false; candidates.len()];
-        for ((_, index), found) in order.into_iter().zip(found) {
-            new[index as usize] = !found;
+        self.seen.reserve(order.len());
+        for ((hash, index), found) in order.into_iter().zip(found) {
+            new[index as usize] = !found && self.seen.insert(hash);
         }
-        // 3. The new ones, in the order of the result; a row repeated in the result is new once.
+        // 3. The new ones, in the order of the result.
         for ((hash, row, parsed), new) in candidates.iter().zip(new) {
-            if !new || !self.seen.insert(*hash) {
+            if !new {
                 self.counts.duplicates += 1;
                 continue;
             }

@@ -1,0 +1,136 @@
+//! The identities a run has staged so far: a set of 128-bit hashes built for the way a run
+//! fills it, a chunk at a time in hash order.
+//!
+//! Identity hashes are uniform, so a slot is picked by the hash's top bits, and a chunk
+//! inserted in hash order walks the table from its start to its end: the processor's
+//! prefetcher sees an ascending stream instead of a random read per insert. A general hash set
+//! (`hashbrown`) spent a sixth of a 1 M-event run's CPU on cache misses here, two per insert
+//! (its control bytes, then the slot).
+
+/// A set of 128-bit hashes, open addressing with linear probing; `0` marks an empty slot
+/// (the hash 0 itself is kept aside).
+#[derive(Debug)]
+pub(crate) struct SeenSet {
+    slots: Vec<u128>,
+    /// `128 - log2(slots.len())`: a hash's slot is `hash >> shift`.
+    shift: u32,
+    len: usize,
+    has_zero: bool,
+}
+
+impl Default for SeenSet {
+    fn default() -> Self {
+        Self::with_bits(10)
+    }
+}
+
+impl SeenSet {
+    fn with_bits(bits: u32) -> Self {
+        Self { slots: vec![0; 1 << bits], shift: 128 - bits, len: 0, has_zero: false }
+    }
+
+    /// Hashes in the set.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len + usize::from(self.has_zero)
+    }
+
+    /// Makes room for `additional` more hashes without growing. A sorted chunk must fit
+    /// before it is inserted: a table grown in the middle of one would hold the chunk's first
+    /// part (its smallest hashes) in a few slots at its start, one long probe for all.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        while (self.len + additional) * 2 > self.slots.len() {
+            self.grow();
+        }
+    }
+
+    /// Adds `hash`; whether it was new. Inserting in ascending order is fastest, after
+    /// [`SeenSet::reserve`] for the whole run of hashes.
+    pub(crate) fn insert(&mut self, hash: u128) -> bool {
+        if hash == 0 {
+            return !std::mem::replace(&mut self.has_zero, true);
+        }
+        // At most half full: probes stay short.
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(hash);
+        loop {
+            match self.slots[at] {
+                0 => {
+                    self.slots[at] = hash;
+                    self.len += 1;
+                    return true;
+                }
+                slot if slot == hash => return false,
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    #[expect(clippy::cast_possible_truncation, reason = "shifted below the table's size")]
+    fn home(&self, hash: u128) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// Doubles the table. The old slots are in (nearly) ascending order of hash, so the new
+    /// table is filled front to back as well.
+    fn grow(&mut self) {
+        let bits = 128 - self.shift + 1;
+        let old = std::mem::replace(self, Self::with_bits(bits));
+        self.has_zero = old.has_zero;
+        for hash in old.slots.into_iter().filter(|&hash| hash != 0) {
+            self.insert(hash);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever is inserted, in whatever order, the set answers as a `HashSet` does;
+        /// hashes share their top bits often, so probes run long and wrap around.
+        #[test]
+        fn answers_as_a_hash_set_does(
+            hashes in prop::collection::vec(
+                prop_oneof![
+                    any::<u128>(),
+                    (0_u128..64).prop_map(|low| low),
+                    (0_u128..64).prop_map(|low| u128::MAX - low),
+                    (0_u128..64).prop_map(|low| (1 << 127) | low),
+                ],
+                0..3_000,
+            ),
+        ) {
+            let mut set = SeenSet::default();
+            let mut reference = HashSet::new();
+            for hash in hashes {
+                prop_assert_eq!(set.insert(hash), reference.insert(hash), "{:#x}", hash);
+            }
+            prop_assert_eq!(set.len(), reference.len());
+        }
+    }
+
+    #[test]
+    fn sorted_chunks_of_a_million_hashes_are_each_new_once() {
+        let hashes: Vec<u128> = (1..=1_000_000_u128)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+            .collect();
+        let mut set = SeenSet::default();
+        for chunk in hashes.chunks(65_536) {
+            set.reserve(chunk.len());
+            let mut sorted = chunk.to_vec();
+            sorted.sort_unstable();
+            assert!(sorted.iter().all(|&hash| set.insert(hash)));
+        }
+        assert!(hashes.iter().all(|&hash| !set.insert(hash)));
+        assert_eq!(set.len(), hashes.len());
+    }
+}
