@@ -9,8 +9,8 @@
 //! and checksummed: 16 bytes of identity per event rather than JSON text.
 //!
 //! Building and sealing are two steps: [`BatchBuilder::push`] gathers events into a [`Built`]
-//! batch (its JSON array), and [`BatchBuilder::seal`] compresses it into the request body and
-//! keeps the JSON's buffer for the next batch.
+//! batch (its JSON array), and [`seal`] compresses it into the request body and gives the
+//! JSON's buffer back for a later batch ([`BatchBuilder::recycle`]).
 
 use std::io::Write as _;
 
@@ -195,8 +195,16 @@ pub(crate) fn gzip(json: &[u8]) -> Bytes {
     Bytes::from(encoder.finish().expect("writing into memory cannot fail"))
 }
 
-/// A batch as built: its events, and the JSON array that [`BatchBuilder::seal`] compresses
-/// into its body.
+/// The batch with its body: its JSON array, compressed; and the JSON's buffer, emptied, for
+/// [`BatchBuilder::recycle`].
+pub(crate) fn seal(built: Built) -> (Batch, Vec<u8>) {
+    let body = gzip(&built.json);
+    let mut json = built.json;
+    json.clear();
+    (Batch { body, ..built.batch }, json)
+}
+
+/// A batch as built: its events, and the JSON array that [`seal`] compresses into its body.
 #[derive(Debug)]
 pub(crate) struct Built {
     /// The batch, its body still empty.
@@ -297,13 +305,12 @@ impl BatchBuilder {
     }
 
     /// The batch with its body: its JSON array, compressed.
-    pub(crate) fn seal(&mut self, built: Built) -> Batch {
-        let body = gzip(&built.json);
-        if built.json.capacity() > self.spare.capacity() {
-            self.spare = built.json;
-            self.spare.clear();
+    /// Takes back the JSON buffer of a sealed batch, to build a later one in.
+    pub(crate) fn recycle(&mut self, mut json: Vec<u8>) {
+        if json.capacity() > self.spare.capacity() {
+            json.clear();
+            self.spare = json;
         }
-        Batch { body, ..built.batch }
     }
 }
 
@@ -332,7 +339,14 @@ mod tests {
             builder.push(u128::from(n), n + 1, &format!("o-{n}"), &event(n), &mut batches);
         }
         batches.extend(builder.finish());
-        batches.into_iter().map(|built| builder.seal(built)).collect()
+        batches
+            .into_iter()
+            .map(|built| {
+                let (batch, json) = seal(built);
+                builder.recycle(json);
+                batch
+            })
+            .collect()
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! reads them again while they are inside its window.
 
 mod batches;
+mod courier;
 mod cursor;
 mod identity;
 mod seen;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use self::{
     batches::{Batch, BatchBuilder},
+    courier::Courier,
     stage::{HashSet128, Reading, Stager},
 };
 use crate::{Error, Result, RunId, RunOutcome};
@@ -587,20 +589,15 @@ impl<S: Source> EventsSync<'_, S> {
         let mut stager = Stager::new(&reading, &known, parts.extra);
         let mut builder = BatchBuilder::new(self.spec.batch_size as usize, MAX_EVENT_PAYLOAD_BYTES);
         let plan_id = builder.plan_id().to_owned();
-        let (sender, receiver) = tokio::sync::mpsc::channel::<Batch>(IN_FLIGHT);
-        let mut promises = Promises {
-            journal: parts.journal,
-            plan: Plan {
-                run_id: report.run_id.to_string(),
-                created_at: String::new(),
-                body: EventsPlan { plan_id: plan_id.clone(), scope: scope(None) },
-            },
-            file: Vec::new(),
-            begun: false,
+        let plan = Plan {
+            run_id: report.run_id.to_string(),
+            created_at: String::new(),
+            body: EventsPlan { plan_id: plan_id.clone(), scope: scope(None) },
         };
-        // 2. Query and stage, 3. journal each batch before it goes.
-        let produce = async {
-            let sender = sender;
+        // 4. Seal, journal and deliver each batch on tasks of their own (a plan sends nothing).
+        let mut pipeline = (!parts.dry).then(|| self.courier(parts.journal).start(plan));
+        // 2. Query and stage, 3. hand each batch over as it closes.
+        let produced = async {
             let params = [Value::TimestampMillis(from_ms)];
             let mut stream = self.source.fetch_cells(reading.query, &params, DEFAULT_BATCH_ROWS);
             let (mut chunk, mut chunk_rows, mut full) = (Vec::new(), 0, Vec::new());
@@ -617,6 +614,9 @@ impl<S: Source> EventsSync<'_, S> {
                         continue;
                     }
                 }
+                if let Some(spare) = pipeline.as_ref().and_then(courier::Pipeline::spare) {
+                    builder.recycle(spare);
+                }
                 stager.chunk(&chunk, |event| {
                     builder.push(event.hash, event.row, event.shown, event.json, &mut full);
                     Ok(())
@@ -628,39 +628,28 @@ impl<S: Source> EventsSync<'_, S> {
                 }
                 for built in full.drain(..) {
                     // A plan only counts the batches.
-                    if parts.dry {
-                        continue;
-                    }
-                    let batch = builder.seal(built);
-                    promises.batch(&batch).map_err(self.state_error())?;
-                    if sender.send(batch).await.is_err() {
+                    let Some(pipeline) = &mut pipeline else { continue };
+                    if !pipeline.batch(built).await {
                         // Delivery stopped: its error is the run's.
-                        return Ok(promises.begun);
+                        return Ok(());
                     }
-                    // Staging runs on this task and rarely waits (the query reads ahead):
-                    // without a turn here, delivery would start only once the channel is full.
-                    tokio::task::yield_now().await;
                 }
                 if done {
                     break;
                 }
             }
             // The whole range was read: a resumed plan may move the cursor.
-            promises.end(scope(stager.counts.latest_ms)).map_err(self.state_error())?;
-            Ok::<_, Error>(promises.begun)
-        };
-        // 4. Deliver each batch as it comes.
-        let deliver = async {
-            let mut receiver = receiver;
-            let mut delivery = Delivery::default();
-            while let Some(batch) = receiver.recv().await {
-                self.send(parts.journal, &batch, &mut delivery).await?;
+            if let Some(pipeline) = &mut pipeline {
+                pipeline.end(scope(stager.counts.latest_ms)).await;
             }
-            Ok::<_, Error>(delivery)
+            Ok::<_, Error>(())
+        }
+        .await;
+        let (begun, delivery) = match pipeline {
+            Some(pipeline) => pipeline.finish(&sync).await?,
+            None => (false, Delivery::default()),
         };
-        let (begun, delivery) = tokio::join!(produce, deliver);
-        let delivery = delivery?;
-        let begun = begun?;
+        produced?;
         let counts = std::mem::take(&mut stager.counts);
         report.rows += counts.rows;
         report.events += counts.events - delivery.refused_events;
@@ -713,46 +702,14 @@ impl<S: Source> EventsSync<'_, S> {
         Ok((batch.plan_id == plan_id && batch.index == index).then_some(batch))
     }
 
-    /// Sends one batch and settles it: acknowledged, or refused (its events rejected).
-    async fn send(&self, journal: &Journal, batch: &Batch, delivery: &mut Delivery) -> Result<()> {
-        delivery.sent += 1;
-        let sent = self
-            .client
-            .import_events(self.project, self.environment, &batch.payload_id, batch.body.clone())
-            .await;
-        match sent {
-            Ok(()) => {
-                journal.acknowledge(&batch.id()).map_err(self.state_error())?;
-                delivery.accepted.extend_from_slice(&batch.hashes);
-                tracing::debug!(sync = %self.name, batch = %batch.id(), events = batch.len(), "Metric-event batch accepted.");
-                Ok(())
-            }
-            Err(source) if refuses_batch(&source) => {
-                let error = Error::Events {
-                    sync: self.sync(),
-                    batch: batch.id(),
-                    payload_id: batch.payload_id.clone(),
-                    source: Box::new(source),
-                };
-                let reason = crate::chain(&error);
-                tracing::warn!(sync = %self.name, batch = %batch.id(), events = batch.len(), error = %reason, "LaunchDarkly refused a metric-event batch; its events are rejected.");
-                delivery.refused_batches += 1;
-                delivery.refused_events += batch.len() as u64;
-                let room = stage::KEPT_REJECTIONS.saturating_sub(delivery.rejections.len());
-                delivery.rejections.extend(
-                    batch.rows.iter().zip(batch.shown.iter()).take(room).map(|(row, shown)| {
-                        Rejection { row: *row, key: Some(shown.to_owned()), reason: reason.clone() }
-                    }),
-                );
-                delivery.refusal.get_or_insert(reason);
-                Ok(())
-            }
-            Err(source) => Err(Error::Events {
-                sync: self.sync(),
-                batch: batch.id(),
-                payload_id: batch.payload_id.clone(),
-                source: Box::new(source),
-            }),
+    /// What the sync sends with, owned (for the tasks that deliver a plan).
+    fn courier(&self, journal: &Journal) -> Courier {
+        Courier {
+            name: self.name.clone(),
+            client: self.client.clone(),
+            journal: journal.clone(),
+            project: self.project.to_owned(),
+            environment: self.environment.to_owned(),
         }
     }
 
@@ -767,12 +724,13 @@ impl<S: Source> EventsSync<'_, S> {
     ) -> Result<Delivery> {
         let acked = journal.acknowledged().map_err(self.state_error())?;
         let mut delivery = Delivery::default();
+        let courier = self.courier(journal);
         for index in 0.. {
             let Some(batch) = self.read_batch(journal, &plan.plan_id, index)? else { break };
             if acked.contains(&batch.id()) {
                 delivery.accepted.extend_from_slice(&batch.hashes);
             } else {
-                self.send(journal, &batch, &mut delivery).await?;
+                courier.send(&batch, &mut delivery).await?;
             }
         }
         let end = read_end(journal).map_err(self.state_error())?;
@@ -801,43 +759,6 @@ impl<S: Source> EventsSync<'_, S> {
             .commit(&state, plan_id, accepted, Self::today(), self.retention_days())
             .map_err(self.state_error())?;
         journal.commit(&[]).map_err(self.state_error())
-    }
-}
-
-/// What a run promises in the journal, in order: its plan, each batch before it is sent, and
-/// at last that it read its whole range.
-struct Promises<'a> {
-    journal: &'a Journal,
-    /// The plan, promised before its first batch (`created_at` is set then).
-    plan: Plan<EventsPlan>,
-    /// The bytes of a batch file, reused from batch to batch.
-    file: Vec<u8>,
-    /// Whether the plan was promised.
-    begun: bool,
-}
-
-impl Promises<'_> {
-    /// Journals `batch`, and the plan before the first batch.
-    fn batch(&mut self, batch: &Batch) -> ldsync_state::Result<()> {
-        if !self.begun {
-            // Files left by a plan that was committed while they were being removed go first:
-            // no plan is pending here, so none of them is work.
-            self.journal.abandon()?;
-            self.plan.created_at = Utc::now().to_rfc3339();
-            self.journal.begin(&self.plan)?;
-            self.begun = true;
-        }
-        batch.encode_into(&mut self.file);
-        self.journal.write_pending(&batches::file_name(batch.index), &self.file)
-    }
-
-    /// Journals that the plan read its whole range, and the scope its commit moves.
-    fn end(&self, scope: Scope) -> ldsync_state::Result<()> {
-        if !self.begun {
-            return Ok(());
-        }
-        let end = serde_json::to_vec(&scope).expect("a scope always serialises");
-        self.journal.write_pending(END_FILE, &end)
     }
 }
 
@@ -957,7 +878,9 @@ mod tests {
             let started = Instant::now();
             let mut chunk = Vec::new();
             let mut settle = |builder: &mut BatchBuilder, full: &mut Vec<_>| {
-                for batch in full.drain(..).map(|built| builder.seal(built)) {
+                for built in full.drain(..) {
+                    let (batch, json) = batches::seal(built);
+                    builder.recycle(json);
                     body_bytes += batch.body.len();
                     journal_bytes += batch.encode().len();
                     accepted.extend_from_slice(&batch.hashes);

@@ -177,7 +177,7 @@ impl<'a> Stager<'a> {
             .filter(|(_, (hash, ..))| self.extra.is_empty() || !self.extra.contains(hash))
             .map(|(index, (hash, ..))| (*hash, u32::try_from(index).expect("a chunk is small")))
             .collect();
-        order.sort_unstable();
+        ldsync_state::sort_by_uniform_key(&mut order, |(hash, _)| *hash);
         let probes: Vec<u128> = order.iter().map(|(hash, _)| *hash).collect();
         let mut found = vec![false; probes.len()];
         self.known

@@ -276,7 +276,7 @@ impl IdentityStore {
         if hashes.is_empty() {
             return Ok(());
         }
-        hashes.sort_unstable();
+        super::sort_by_uniform_key(&mut hashes, |hash| *hash);
         hashes.dedup();
         crate::journal::create_private_dir(&self.dir)?;
         let day = day_i32(day);

@@ -17,6 +17,7 @@
 //! ones in `days/<day>.json`; [`EventLedger::upgrade`] moves them into segments.
 
 mod identities;
+mod uniform;
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +32,7 @@ pub use self::identities::IdentityIndex;
 use self::identities::IdentityStore;
 #[cfg(test)]
 use self::identities::MAX_SEGMENTS;
+pub use self::uniform::sort_by_uniform_key;
 use crate::{
     error::io,
     journal::{create_private_dir, write_atomically},

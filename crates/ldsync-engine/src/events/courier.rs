@@ -1,0 +1,224 @@
+//! The delivery side of a run: each batch the stager closes is sealed (its JSON compressed),
+//! journaled and sent on tasks of their own, so that the task reading and staging rows does
+//! nothing else.
+//!
+//! Two tasks, in a chain: the first seals and journals the batches in order, and after the
+//! last one journals that the plan read its whole range; the second sends each journaled
+//! batch and settles it. A batch is sent only after its journal file is written, and the end
+//! of the plan is journaled only after every batch file before it, as when one task did it
+//! all. Dropping the [`Pipeline`] (a run cancelled) stops both tasks at their next wait.
+
+use chrono::Utc;
+use ldsync_core::SyncName;
+use ldsync_launchdarkly::LaunchDarklyClient;
+use ldsync_state::{Journal, Plan, Rejection};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::{
+    batches::{self, Batch, Built},
+    refuses_batch, stage, Delivery, EventsPlan, Scope, END_FILE, IN_FLIGHT,
+};
+use crate::{Error, Result};
+
+/// What a sync sends with, owned, so that its delivery can run on a task of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Courier {
+    pub(crate) name: SyncName,
+    pub(crate) client: LaunchDarklyClient,
+    pub(crate) journal: Journal,
+    pub(crate) project: String,
+    pub(crate) environment: String,
+}
+
+impl Courier {
+    fn state_error(&self) -> impl Fn(ldsync_state::Error) -> Error + '_ {
+        |source| Error::State { sync: self.name.to_string(), source }
+    }
+
+    /// Sends one batch and settles it: acknowledged, or refused (its events rejected).
+    pub(crate) async fn send(&self, batch: &Batch, delivery: &mut Delivery) -> Result<()> {
+        delivery.sent += 1;
+        let sent = self
+            .client
+            .import_events(&self.project, &self.environment, &batch.payload_id, batch.body.clone())
+            .await;
+        match sent {
+            Ok(()) => {
+                self.journal.acknowledge(&batch.id()).map_err(self.state_error())?;
+                delivery.accepted.extend_from_slice(&batch.hashes);
+                tracing::debug!(sync = %self.name, batch = %batch.id(), events = batch.len(), "Metric-event batch accepted.");
+                Ok(())
+            }
+            Err(source) if refuses_batch(&source) => {
+                let error = Error::Events {
+                    sync: self.name.to_string(),
+                    batch: batch.id(),
+                    payload_id: batch.payload_id.clone(),
+                    source: Box::new(source),
+                };
+                let reason = crate::chain(&error);
+                tracing::warn!(sync = %self.name, batch = %batch.id(), events = batch.len(), error = %reason, "LaunchDarkly refused a metric-event batch; its events are rejected.");
+                delivery.refused_batches += 1;
+                delivery.refused_events += batch.len() as u64;
+                let room = stage::KEPT_REJECTIONS.saturating_sub(delivery.rejections.len());
+                delivery.rejections.extend(
+                    batch.rows.iter().zip(batch.shown.iter()).take(room).map(|(row, shown)| {
+                        Rejection { row: *row, key: Some(shown.to_owned()), reason: reason.clone() }
+                    }),
+                );
+                delivery.refusal.get_or_insert(reason);
+                Ok(())
+            }
+            Err(source) => Err(Error::Events {
+                sync: self.name.to_string(),
+                batch: batch.id(),
+                payload_id: batch.payload_id.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Starts delivering the batches of `plan`.
+    pub(crate) fn start(self, plan: Plan<EventsPlan>) -> Pipeline {
+        let (steps, mut step_receiver) = mpsc::channel::<Step>(IN_FLIGHT);
+        let (batch_sender, mut batches) = mpsc::channel::<Batch>(IN_FLIGHT);
+        let (spare_sender, spares) = std::sync::mpsc::channel();
+        let courier = self.clone();
+        let prepare = tokio::spawn(async move {
+            let mut promises = Promises { journal: &courier.journal, plan, file: Vec::new() };
+            while let Some(step) = step_receiver.recv().await {
+                match step {
+                    Step::Batch(built) => {
+                        let (batch, json) = batches::seal(built);
+                        // The builder takes the buffer back for a later batch, if it is
+                        // still building.
+                        let _ = spare_sender.send(json);
+                        promises.batch(&batch).map_err(courier.state_error())?;
+                        if batch_sender.send(batch).await.is_err() {
+                            // Delivery stopped: its error is the run's, and the plan did not
+                            // read its whole range.
+                            break;
+                        }
+                    }
+                    Step::End(scope) => promises.end(scope).map_err(courier.state_error())?,
+                }
+            }
+            Ok(promises.begun())
+        });
+        let deliver = tokio::spawn(async move {
+            let mut delivery = Delivery::default();
+            while let Some(batch) = batches.recv().await {
+                self.send(&batch, &mut delivery).await?;
+            }
+            Ok(delivery)
+        });
+        Pipeline { steps: Some(steps), spares, prepare: Task(prepare), deliver: Task(deliver) }
+    }
+}
+
+/// What the stager hands to delivery.
+enum Step {
+    /// A closed batch, to seal, journal and send.
+    Batch(Built),
+    /// The plan read its whole range: its commit moves `Scope`.
+    End(Scope),
+}
+
+/// The delivery of one plan, under way.
+pub(crate) struct Pipeline {
+    steps: Option<mpsc::Sender<Step>>,
+    spares: std::sync::mpsc::Receiver<Vec<u8>>,
+    prepare: Task<Result<bool>>,
+    deliver: Task<Result<Delivery>>,
+}
+
+impl Pipeline {
+    /// Hands over a closed batch; `false` when delivery stopped (its error is the run's).
+    pub(crate) async fn batch(&mut self, built: Built) -> bool {
+        let Some(steps) = &self.steps else { return false };
+        steps.send(Step::Batch(built)).await.is_ok()
+    }
+
+    /// Says the plan read its whole range, after its last batch.
+    pub(crate) async fn end(&mut self, scope: Scope) {
+        if let Some(steps) = self.steps.take() {
+            // A closed channel means delivery stopped; its error is the run's.
+            let _ = steps.send(Step::End(scope)).await;
+        }
+    }
+
+    /// A JSON buffer of a sealed batch, to build another batch in.
+    pub(crate) fn spare(&self) -> Option<Vec<u8>> {
+        self.spares.try_recv().ok()
+    }
+
+    /// Waits for both tasks: whether the plan was journaled (it has batches), and what the
+    /// delivery settled. A delivery error comes first: it is why the rest stopped.
+    pub(crate) async fn finish(mut self, sync: &str) -> Result<(bool, Delivery)> {
+        self.steps = None;
+        let delivery = self.deliver.join(sync).await;
+        let begun = self.prepare.join(sync).await;
+        let delivery = delivery?;
+        Ok((begun?, delivery))
+    }
+}
+
+/// A spawned task, aborted when dropped (a cancelled run stops its delivery).
+struct Task<T>(JoinHandle<T>);
+
+impl<T> Task<Result<T>> {
+    async fn join(&mut self, sync: &str) -> Result<T> {
+        (&mut self.0).await.map_err(|error| Error::Internal {
+            sync: sync.to_owned(),
+            message: format!("the delivery task stopped: {error}"),
+        })?
+    }
+}
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a run promises in the journal, in order: its plan, each batch before it is sent, and
+/// at last that it read its whole range.
+struct Promises<'a> {
+    journal: &'a Journal,
+    /// The plan, promised before its first batch (`created_at` is set then, and marks the
+    /// plan as promised).
+    plan: Plan<EventsPlan>,
+    /// The bytes of a batch file, reused from batch to batch.
+    file: Vec<u8>,
+}
+
+impl Promises<'_> {
+    fn begun(&self) -> bool {
+        !self.plan.created_at.is_empty()
+    }
+
+    /// Journals `batch`, and the plan before the first batch.
+    fn batch(&mut self, batch: &Batch) -> ldsync_state::Result<()> {
+        if !self.begun() {
+            // Files left by a plan that was committed while they were being removed go first:
+            // no plan is pending here, so none of them is work.
+            self.journal.abandon()?;
+            self.plan.created_at = Utc::now().to_rfc3339();
+            if let Err(error) = self.journal.begin(&self.plan) {
+                self.plan.created_at.clear();
+                return Err(error);
+            }
+        }
+        batch.encode_into(&mut self.file);
+        self.journal.write_pending(&batches::file_name(batch.index), &self.file)
+    }
+
+    /// Journals that the plan read its whole range, and the scope its commit moves.
+    fn end(&self, scope: Scope) -> ldsync_state::Result<()> {
+        if !self.begun() {
+            return Ok(());
+        }
+        let end = serde_json::to_vec(&scope).expect("a scope always serialises");
+        self.journal.write_pending(END_FILE, &end)
+    }
+}
