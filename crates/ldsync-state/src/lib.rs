@@ -30,7 +30,8 @@ mod remote;
 pub use dir::{StateDir, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use events::{
-    sort_by_uniform_key, BackfillProgress, EventLedger, EventsState, IdentityIndex, DAY_MS,
+    sort_by_uniform_key, BackfillProgress, EventLedger, EventsState, IdentityIndex, Prepared,
+    DAY_MS,
 };
 pub use history::{History, Rejection, RunRecord};
 pub use journal::{create_private_dir, sync_dir, write_atomically, Journal, Plan};

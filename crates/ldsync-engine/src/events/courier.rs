@@ -11,7 +11,7 @@
 use chrono::Utc;
 use ldsync_core::SyncName;
 use ldsync_launchdarkly::LaunchDarklyClient;
-use ldsync_state::{Journal, Plan, Rejection};
+use ldsync_state::{EventLedger, Journal, Plan, Prepared, Rejection};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
@@ -78,14 +78,19 @@ impl Courier {
         }
     }
 
-    /// Starts delivering the batches of `plan`.
-    pub(crate) fn start(self, plan: Plan<EventsPlan>) -> Pipeline {
+    /// Starts delivering the batches of `plan`. Once the plan has read its whole range, the
+    /// identities its commit adds to `ledger` are written ahead ([`Prepared`], delivered on
+    /// `today`) while its last batches are still on their way.
+    pub(crate) fn start(self, plan: Plan<EventsPlan>, ledger: EventLedger, today: i64) -> Pipeline {
         let (steps, mut step_receiver) = mpsc::channel::<Step>(IN_FLIGHT);
         let (batch_sender, mut batches) = mpsc::channel::<Batch>(IN_FLIGHT);
         let (spare_sender, spares) = std::sync::mpsc::channel();
         let courier = self.clone();
         let prepare = tokio::spawn(async move {
+            let plan_id = plan.body.plan_id.clone();
             let mut promises = Promises { journal: &courier.journal, plan, file: Vec::new() };
+            let mut staged: Vec<u128> = Vec::new();
+            let mut prepared = None;
             while let Some(step) = step_receiver.recv().await {
                 match step {
                     Step::Batch(built) => {
@@ -94,16 +99,36 @@ impl Courier {
                         // still building.
                         let _ = spare_sender.send(json);
                         promises.batch(&batch).map_err(courier.state_error())?;
+                        staged.extend_from_slice(&batch.hashes);
                         if batch_sender.send(batch).await.is_err() {
                             // Delivery stopped: its error is the run's, and the plan did not
                             // read its whole range.
                             break;
                         }
                     }
-                    Step::End(scope) => promises.end(scope).map_err(courier.state_error())?,
+                    Step::End(scope) => {
+                        promises.end(scope).map_err(courier.state_error())?;
+                        if promises.begun() {
+                            let (ledger, staged) = (ledger.clone(), std::mem::take(&mut staged));
+                            let plan_id = plan_id.clone();
+                            let written = tokio::task::spawn_blocking(move || {
+                                ledger.prepare_identities(&plan_id, staged, today)
+                            })
+                            .await;
+                            // Without it, the commit writes the identities itself.
+                            match written.map_err(|e| e.to_string()).and_then(|written| {
+                                written.map_err(|e| ldsync_core::error_chain(&e))
+                            }) {
+                                Ok(written) => prepared = Some(written),
+                                Err(error) => {
+                                    tracing::debug!(sync = %courier.name, error = %error, "The identities could not be written ahead of the commit.");
+                                }
+                            }
+                        }
+                    }
                 }
             }
-            Ok(promises.begun())
+            Ok((promises.begun(), prepared))
         });
         let deliver = tokio::spawn(async move {
             let mut delivery = Delivery::default();
@@ -128,7 +153,7 @@ enum Step {
 pub(crate) struct Pipeline {
     steps: Option<mpsc::Sender<Step>>,
     spares: std::sync::mpsc::Receiver<Vec<u8>>,
-    prepare: Task<Result<bool>>,
+    prepare: Task<Result<(bool, Option<Prepared>)>>,
     deliver: Task<Result<Delivery>>,
 }
 
@@ -152,15 +177,28 @@ impl Pipeline {
         self.spares.try_recv().ok()
     }
 
-    /// Waits for both tasks: whether the plan was journaled (it has batches), and what the
-    /// delivery settled. A delivery error comes first: it is why the rest stopped.
-    pub(crate) async fn finish(mut self, sync: &str) -> Result<(bool, Delivery)> {
+    /// Waits for both tasks: whether the plan was journaled (it has batches), what the
+    /// delivery settled, and the identities written ahead of the commit. A delivery error
+    /// comes first: it is why the rest stopped.
+    pub(crate) async fn finish(mut self, sync: &str) -> Result<Finished> {
         self.steps = None;
         let delivery = self.deliver.join(sync).await;
-        let begun = self.prepare.join(sync).await;
+        let prepared = self.prepare.join(sync).await;
         let delivery = delivery?;
-        Ok((begun?, delivery))
+        let (begun, prepared) = prepared?;
+        Ok(Finished { begun, delivery, prepared })
     }
+}
+
+/// What the delivery of a plan ended with.
+pub(crate) struct Finished {
+    /// Whether the plan was journaled (it has batches).
+    pub(crate) begun: bool,
+    /// What the delivery settled.
+    pub(crate) delivery: Delivery,
+    /// Every identity the plan staged, written ahead of its commit, when it read its whole
+    /// range.
+    pub(crate) prepared: Option<Prepared>,
 }
 
 /// A spawned task, aborted when dropped (a cancelled run stops its delivery).

@@ -38,8 +38,8 @@ use ldsync_config::MetricEventsSpec;
 use ldsync_core::{Source, SyncName, Value, DEFAULT_BATCH_ROWS};
 use ldsync_launchdarkly::{CustomEvent, LaunchDarklyClient, MAX_EVENT_PAYLOAD_BYTES};
 use ldsync_state::{
-    BackfillProgress, EventLedger, EventsState, Journal, Plan, Rejection, RunRecord, StateDir,
-    DAY_MS,
+    BackfillProgress, EventLedger, EventsState, Journal, Plan, Prepared, Rejection, RunRecord,
+    StateDir, DAY_MS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -595,7 +595,8 @@ impl<S: Source> EventsSync<'_, S> {
             body: EventsPlan { plan_id: plan_id.clone(), scope: scope(None) },
         };
         // 4. Seal, journal and deliver each batch on tasks of their own (a plan sends nothing).
-        let mut pipeline = (!parts.dry).then(|| self.courier(parts.journal).start(plan));
+        let mut pipeline = (!parts.dry)
+            .then(|| self.courier(parts.journal).start(plan, parts.ledger.clone(), Self::today()));
         // 2. Query and stage, 3. hand each batch over as it closes.
         let produced = async {
             let params = [Value::TimestampMillis(from_ms)];
@@ -645,9 +646,12 @@ impl<S: Source> EventsSync<'_, S> {
             Ok::<_, Error>(())
         }
         .await;
-        let (begun, delivery) = match pipeline {
-            Some(pipeline) => pipeline.finish(&sync).await?,
-            None => (false, Delivery::default()),
+        let (begun, delivery, prepared) = match pipeline {
+            Some(pipeline) => {
+                let finished = pipeline.finish(&sync).await?;
+                (finished.begun, finished.delivery, finished.prepared)
+            }
+            None => (false, Delivery::default(), None),
         };
         produced?;
         let counts = std::mem::take(&mut stager.counts);
@@ -673,7 +677,11 @@ impl<S: Source> EventsSync<'_, S> {
         }
         // 5. Commit: the identities accepted, then the cursor or the window's progress.
         if begun {
-            self.commit(parts.journal, parts.ledger, &plan_id, Some(scope), accepted)
+            // The identities written ahead are the commit's when every batch was accepted.
+            let prepared = prepared.filter(|prepared| {
+                prepared.count() == accepted.len() as u64 && prepared.name() == plan_id
+            });
+            self.commit(parts.journal, parts.ledger, &plan_id, Some(scope), accepted, prepared)
         } else if matches!(scope, Scope::Backfill { .. }) {
             // Nothing sent, but the window is done: its progress is recorded.
             let mut state = parts.ledger.load().map_err(self.state_error())?;
@@ -735,7 +743,7 @@ impl<S: Source> EventsSync<'_, S> {
         }
         let end = read_end(journal).map_err(self.state_error())?;
         let accepted = std::mem::take(&mut delivery.accepted);
-        self.commit(journal, ledger, &plan.plan_id, end, accepted)?;
+        self.commit(journal, ledger, &plan.plan_id, end, accepted, None)?;
         Ok(delivery)
     }
 
@@ -749,15 +757,18 @@ impl<S: Source> EventsSync<'_, S> {
         plan_id: &str,
         scope: Option<Scope>,
         accepted: Vec<u128>,
+        prepared: Option<Prepared>,
     ) -> Result<()> {
         let mut state = ledger.load().map_err(self.state_error())?;
         if let Some(scope) = scope {
             let cursor = scope.apply(&mut state);
             state.cursor_ms = state.cursor_ms.max(cursor);
         }
-        ledger
-            .commit(&state, plan_id, accepted, Self::today(), self.retention_days())
-            .map_err(self.state_error())?;
+        match prepared {
+            Some(prepared) => ledger.commit_prepared(&state, prepared, self.retention_days()),
+            None => ledger.commit(&state, plan_id, accepted, Self::today(), self.retention_days()),
+        }
+        .map_err(self.state_error())?;
         journal.commit(&[]).map_err(self.state_error())
     }
 }

@@ -26,11 +26,7 @@ impl Default for SeenSet {
 
 impl SeenSet {
     fn with_bits(bits: u32) -> Self {
-        // Zeroed by writing, not `calloc`: an insert reads its slot before writing it, and a
-        // page of `calloc`'s would fault twice (mapped to the zero page, then copied).
-        let mut slots = Vec::with_capacity(1 << bits);
-        slots.resize(1 << bits, 0);
-        Self { slots, shift: 128 - bits, len: 0, has_zero: false }
+        Self { slots: vec![0; 1 << bits], shift: 128 - bits, len: 0, has_zero: false }
     }
 
     /// Hashes in the set.
@@ -73,7 +69,6 @@ impl SeenSet {
         }
     }
 
-    #[expect(clippy::cast_possible_truncation, reason = "shifted below the table's size")]
     fn home(&self, hash: u128) -> usize {
         (hash >> self.shift) as usize
     }

@@ -62,6 +62,23 @@ fn decode(bytes: &[u8]) -> Record {
 /// Writes the sorted, unique `records` as the segment at `path`, atomically.
 fn write_segment(path: &Path, records: impl Iterator<Item = Record>) -> Result<u64> {
     let temporary = path.with_extension("tmp");
+    let count = write_records(&temporary, records)?;
+    publish(&temporary, path)?;
+    Ok(count)
+}
+
+/// Moves the segment written at `temporary` to `path`, durably.
+fn publish(temporary: &Path, path: &Path) -> Result<()> {
+    fs::rename(temporary, path).map_err(io(path))?;
+    if let Some(parent) = path.parent() {
+        File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
+    }
+    Ok(())
+}
+
+/// Writes the sorted, unique `records` as a segment file at `temporary`, synced to disk.
+fn write_records(temporary: &Path, records: impl Iterator<Item = Record>) -> Result<u64> {
+    let temporary = temporary.to_path_buf();
     let file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -97,10 +114,6 @@ fn write_segment(path: &Path, records: impl Iterator<Item = Record>) -> Result<u
     file.seek(SeekFrom::Start(0)).map_err(io(&temporary))?;
     file.write_all(&header).map_err(io(&temporary))?;
     file.sync_all().map_err(io(&temporary))?;
-    fs::rename(&temporary, path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
-    }
     Ok(count)
 }
 
@@ -246,6 +259,37 @@ impl IdentityIndex {
     }
 }
 
+/// A segment written ahead of its commit ([`crate::EventLedger::prepare_identities`]).
+#[derive(Debug)]
+pub struct Prepared {
+    name: String,
+    temporary: PathBuf,
+    count: u64,
+    day: i64,
+}
+
+impl Prepared {
+    /// Distinct identities in it.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The day it says they were delivered.
+    pub fn day(&self) -> i64 {
+        self.day
+    }
+
+    /// The plan it belongs to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[cfg(test)]
+    pub(crate) fn temporary_path(&self) -> &Path {
+        &self.temporary
+    }
+}
+
 /// The identity files of one sync: `identities/*.ids`.
 #[derive(Debug, Clone)]
 pub(crate) struct IdentityStore {
@@ -287,9 +331,36 @@ impl IdentityStore {
         Ok(())
     }
 
+    /// Writes `hashes` (any order, repeats allowed), delivered on `day`, as the segment
+    /// `name` will be, without making it part of the store: [`IdentityStore::add_prepared`]
+    /// does, in a moment. A commit's slowest step (sorting and syncing a million identities)
+    /// can so run while the last batches are still on their way. The file is a temporary one
+    /// until then; a crash leaves it to [`IdentityStore::compact`].
+    pub(crate) fn prepare(&self, name: &str, mut hashes: Vec<u128>, day: i64) -> Result<Prepared> {
+        super::sort_by_uniform_key(&mut hashes, |hash| *hash);
+        hashes.dedup();
+        crate::journal::create_private_dir(&self.dir)?;
+        let temporary = self.dir.join(format!("c-{name}.prepared.tmp"));
+        let count = write_records(&temporary, hashes.into_iter().map(|h| (h, day_i32(day))))?;
+        Ok(Prepared { name: name.to_owned(), temporary, count, day })
+    }
+
+    /// Makes a prepared segment part of the store, as [`IdentityStore::add`] of the same
+    /// identities would.
+    pub(crate) fn add_prepared(&self, prepared: Prepared) -> Result<()> {
+        let Prepared { name, temporary, .. } = prepared;
+        publish(&temporary, &self.dir.join(format!("c-{name}.ids")))
+    }
+
     /// Drops segments wholly older than the retention (delivered before `oldest_day`), and
     /// merges the rest into one when more than [`MAX_SEGMENTS`] are left.
     pub(crate) fn compact(&self, oldest_day: i64) -> Result<()> {
+        // Segments prepared by a run that did not commit them.
+        for path in crate::error::list_dir(&self.dir, |path| {
+            path.extension().is_some_and(|ext| ext == "tmp").then(|| path.to_path_buf())
+        })? {
+            remove(&path)?;
+        }
         let mut segments = Vec::new();
         for path in self.segment_paths()? {
             let segment = Segment::open(path)?;

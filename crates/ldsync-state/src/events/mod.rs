@@ -28,10 +28,10 @@ use std::{
 use ldsync_core::SyncName;
 use serde::{Deserialize, Serialize};
 
-pub use self::identities::IdentityIndex;
 use self::identities::IdentityStore;
 #[cfg(test)]
 use self::identities::MAX_SEGMENTS;
+pub use self::identities::{IdentityIndex, Prepared};
 pub use self::uniform::sort_by_uniform_key;
 use crate::{
     error::io,
@@ -209,6 +209,30 @@ impl EventLedger {
         self.save(state)?;
         self.identities.compact(today.saturating_sub(retention_days))
     }
+
+    /// Writes the identities a commit of `plan` will add (see [`EventLedger::commit_prepared`])
+    /// ahead of it, while its last batches are delivered.
+    pub fn prepare_identities(
+        &self,
+        plan: &str,
+        delivered: Vec<u128>,
+        today: i64,
+    ) -> Result<Prepared> {
+        self.identities.prepare(plan, delivered, today)
+    }
+
+    /// [`EventLedger::commit`] with the identities written ahead.
+    pub fn commit_prepared(
+        &self,
+        state: &EventsState,
+        prepared: Prepared,
+        retention_days: i64,
+    ) -> Result<()> {
+        let today = prepared.day();
+        self.identities.add_prepared(prepared)?;
+        self.save(state)?;
+        self.identities.compact(today.saturating_sub(retention_days))
+    }
 }
 
 fn read_day(path: &Path) -> Result<Vec<String>> {
@@ -263,6 +287,25 @@ mod tests {
             ledger.commit(&state, &format!("q{n}"), vec![hash(&format!("q{n}"))], 131, 30).unwrap();
         }
         assert_eq!(known(&ledger, &["a", "b", "c", "q0"]), [false, false, true, true]);
+    }
+
+    #[test]
+    fn identities_written_ahead_count_only_once_committed() {
+        let (_temp, ledger) = ledger();
+        let state = EventsState { cursor_ms: Some(5), backfill: None };
+        let prepared =
+            ledger.prepare_identities("p1", vec![hash("a"), hash("b"), hash("a")], 100).unwrap();
+        assert_eq!((prepared.count(), prepared.name(), prepared.day()), (2, "p1", 100));
+        // Written, but not yet part of the store: a crash here forgets them, as it should.
+        assert_eq!(known(&ledger, &["a", "b"]), [false, false]);
+        ledger.commit_prepared(&state, prepared, 30).unwrap();
+        assert_eq!(known(&ledger, &["a", "b", "c"]), [true, true, false]);
+        assert_eq!(ledger.load().unwrap(), state);
+        // One a run wrote ahead and never committed is removed by the next commit.
+        let abandoned = ledger.prepare_identities("p2", vec![hash("c")], 100).unwrap();
+        ledger.commit(&state, "p3", vec![hash("d")], 100, 30).unwrap();
+        assert!(!abandoned.temporary_path().exists());
+        assert_eq!(known(&ledger, &["c", "d"]), [false, true]);
     }
 
     #[test]

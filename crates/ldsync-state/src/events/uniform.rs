@@ -11,7 +11,6 @@ pub fn sort_by_uniform_key<T: Copy + Ord>(items: &mut Vec<T>, key: impl Fn(&T) -
         items.sort_unstable();
         return;
     }
-    #[expect(clippy::cast_possible_truncation, reason = "the top 16 bits")]
     let bucket = |item: &T| (key(item) >> (128 - BITS)) as usize;
     let mut starts = vec![0_usize; (1 << BITS) + 1];
     for item in items.iter() {
