@@ -9,11 +9,17 @@
 
 /// A set of 128-bit hashes, open addressing with linear probing; `0` marks an empty slot
 /// (the hash 0 itself is kept aside).
+///
+/// The table is an anonymous mapping advised to use huge pages: a million identities take a
+/// 32 MiB table, which in 4 KiB pages cost a sixth of the staging thread's time in page faults
+/// (each page faulted twice: read as the zero page, then copied on its first write).
 #[derive(Debug)]
 pub(crate) struct SeenSet {
-    slots: Vec<u128>,
-    /// `128 - log2(slots.len())`: a hash's slot is `hash >> shift`.
+    slots: memmap2::MmapMut,
+    /// `128 - log2(slots)`: a hash's slot is `hash >> shift`.
     shift: u32,
+    /// Slots in the table.
+    capacity: usize,
     len: usize,
     has_zero: bool,
 }
@@ -24,9 +30,18 @@ impl Default for SeenSet {
     }
 }
 
+/// Bytes in a slot.
+const SLOT: usize = 16;
+
 impl SeenSet {
     fn with_bits(bits: u32) -> Self {
-        Self { slots: vec![0; 1 << bits], shift: 128 - bits, len: 0, has_zero: false }
+        let capacity = 1_usize << bits;
+        // Like a `Vec` that cannot allocate, a table that cannot be mapped ends the process.
+        let slots = memmap2::MmapMut::map_anon(capacity * SLOT)
+            .expect("memory for the identities of the run");
+        // Advice only: without huge pages the table works the same, slower.
+        let _ = slots.advise(memmap2::Advice::HugePage);
+        Self { slots, shift: 128 - bits, capacity, len: 0, has_zero: false }
     }
 
     /// Hashes in the set.
@@ -39,7 +54,7 @@ impl SeenSet {
     /// before it is inserted: a table grown in the middle of one would hold the chunk's first
     /// part (its smallest hashes) in a few slots at its start, one long probe for all.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        while (self.len + additional) * 2 > self.slots.len() {
+        while (self.len + additional) * 2 > self.capacity {
             self.grow();
         }
     }
@@ -51,15 +66,15 @@ impl SeenSet {
             return !std::mem::replace(&mut self.has_zero, true);
         }
         // At most half full: probes stay short.
-        if (self.len + 1) * 2 > self.slots.len() {
+        if (self.len + 1) * 2 > self.capacity {
             self.grow();
         }
-        let mask = self.slots.len() - 1;
+        let mask = self.capacity - 1;
         let mut at = self.home(hash);
         loop {
-            match self.slots[at] {
+            match self.slot(at) {
                 0 => {
-                    self.slots[at] = hash;
+                    self.slots[at * SLOT..(at + 1) * SLOT].copy_from_slice(&hash.to_ne_bytes());
                     self.len += 1;
                     return true;
                 }
@@ -69,8 +84,13 @@ impl SeenSet {
         }
     }
 
+    fn slot(&self, at: usize) -> u128 {
+        let bytes = &self.slots[at * SLOT..(at + 1) * SLOT];
+        u128::from_ne_bytes(bytes.try_into().expect("a slot is 16 bytes"))
+    }
+
     fn home(&self, hash: u128) -> usize {
-        (hash >> self.shift) as usize
+        usize::try_from(hash >> self.shift).expect("shifted below the table's size")
     }
 
     /// Doubles the table. The old slots are in (nearly) ascending order of hash, so the new
@@ -79,8 +99,11 @@ impl SeenSet {
         let bits = 128 - self.shift + 1;
         let old = std::mem::replace(self, Self::with_bits(bits));
         self.has_zero = old.has_zero;
-        for hash in old.slots.into_iter().filter(|&hash| hash != 0) {
-            self.insert(hash);
+        for at in 0..old.capacity {
+            let hash = old.slot(at);
+            if hash != 0 {
+                self.insert(hash);
+            }
         }
     }
 }
