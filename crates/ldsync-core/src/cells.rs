@@ -6,9 +6,17 @@
 //! (PostgreSQL's binary results) fills it without allocating per row; every other source
 //! converts its [`RowBatch`]es ([`CellBatch::from_rows`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::{RowBatch, Value};
+
+/// Buffers of dropped batches, for the next ones: a million rows come in a hundred batches of
+/// about a megabyte each, and fresh buffers would cost their page faults every time (the
+/// allocator hands such sizes back to the system when they are freed).
+static SPARES: Mutex<Vec<(String, Vec<Slot>)>> = Mutex::new(Vec::new());
+
+/// The most spare buffers kept: a query's read-ahead and a chunk being staged.
+const MAX_SPARES: usize = 24;
 
 /// One cell of a [`CellBatch`], borrowing its text from the batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,8 +76,10 @@ pub struct CellBatch {
 impl CellBatch {
     /// An empty batch for a query returning `columns`, with room for `rows` rows.
     pub fn with_capacity(columns: Arc<[String]>, rows: usize) -> Self {
-        let slots = Vec::with_capacity(rows * columns.len());
-        Self { columns, text: String::new(), slots }
+        let spare = SPARES.lock().ok().and_then(|mut spares| spares.pop());
+        let (text, mut slots) = spare.unwrap_or_default();
+        slots.reserve(rows * columns.len());
+        Self { columns, text, slots }
     }
 
     /// A batch of the same rows as `rows`.
@@ -211,6 +221,23 @@ impl CellBatch {
     }
 }
 
+impl Drop for CellBatch {
+    fn drop(&mut self) {
+        let (mut text, mut slots) =
+            (std::mem::take(&mut self.text), std::mem::take(&mut self.slots));
+        if slots.capacity() == 0 {
+            return;
+        }
+        if let Ok(mut spares) = SPARES.lock() {
+            if spares.len() < MAX_SPARES {
+                text.clear();
+                slots.clear();
+                spares.push((text, slots));
+            }
+        }
+    }
+}
+
 /// One row of a [`CellBatch`].
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
@@ -265,5 +292,19 @@ mod tests {
         more.push_text_with(|out| out.push_str("made"));
         assert_eq!(more.get(0, 0), Cell::Text("made"));
         assert!(CellBatch::with_capacity(Arc::from(Vec::new()), 0).rows().next().is_none());
+    }
+
+    #[test]
+    fn a_batch_made_from_a_dropped_ones_buffers_starts_empty() {
+        let one: Arc<[String]> = Arc::from(vec!["k".to_owned()]);
+        for round in 0..3 {
+            let mut batch = CellBatch::with_capacity(Arc::clone(&one), 100);
+            assert!(batch.is_empty(), "round {round}");
+            for i in 0..100 {
+                batch.push_text(&format!("key-{round}-{i}"));
+            }
+            assert_eq!(batch.get(99, 0), Cell::Text(&format!("key-{round}-99")));
+            assert_eq!(batch.get(0, 0), Cell::Text(&format!("key-{round}-0")));
+        }
     }
 }

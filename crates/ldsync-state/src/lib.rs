@@ -31,7 +31,7 @@ pub use dir::{StateDir, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use events::{
     sort_by_uniform_key, BackfillProgress, EventLedger, EventsState, IdentityIndex, Prepared,
-    DAY_MS,
+    UniformSort, DAY_MS,
 };
 pub use history::{History, Rejection, RunRecord};
 pub use journal::{create_private_dir, sync_dir, write_atomically, Journal, Plan};

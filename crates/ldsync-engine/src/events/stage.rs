@@ -15,7 +15,7 @@ use std::{
 
 use ldsync_core::{Cell, CellBatch, CellRow, ContextKind};
 use ldsync_launchdarkly::{CustomEvent, MAX_EVENT_PAYLOAD_BYTES};
-use ldsync_state::{IdentityIndex, Rejection};
+use ldsync_state::{IdentityIndex, Rejection, UniformSort};
 
 use super::{identity, seen::SeenSet};
 use crate::{Error, Result};
@@ -119,10 +119,27 @@ pub(crate) struct Stager<'a> {
     extra: &'a HashSet128,
     layout: Option<Columns>,
     seen: SeenSet,
-    /// Reused buffers: an identity's text, an event's JSON.
+    /// Reused buffers: an identity's text, an event's JSON, and a chunk's candidates, their
+    /// hash order, probes and answers (fresh ones would cost their page faults every chunk).
     identity: Vec<u8>,
     json: Vec<u8>,
+    candidates: Vec<Candidate<'static>>,
+    order: Vec<(u128, u32)>,
+    sort: UniformSort<(u128, u32)>,
+    probes: Vec<u128>,
+    found: Vec<bool>,
+    new: Vec<bool>,
     pub(crate) counts: Counts,
+}
+
+/// A checked row: its identity hash, its position in the result, and what it holds.
+type Candidate<'r> = (u128, u64, Parsed<'r>);
+
+/// An empty buffer of candidates with the room of `buffer`, for rows of another lifetime
+/// (`collect` reuses the allocation of an iterator over a `Vec` of a type of the same layout).
+fn recycle<'y>(mut buffer: Vec<Candidate<'_>>) -> Vec<Candidate<'y>> {
+    buffer.clear();
+    buffer.into_iter().map(|_| unreachable!("the buffer is empty")).collect()
 }
 
 impl<'a> Stager<'a> {
@@ -139,6 +156,12 @@ impl<'a> Stager<'a> {
             seen: SeenSet::default(),
             identity: Vec::new(),
             json: Vec::new(),
+            candidates: Vec::new(),
+            order: Vec::new(),
+            sort: UniformSort::default(),
+            probes: Vec::new(),
+            found: Vec::new(),
+            new: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -156,7 +179,8 @@ impl<'a> Stager<'a> {
         let layout = self.layout.as_ref().expect("set from the first batch");
         // 1. Check each row, and hash the identity of each good one.
         let rows = chunk.iter().map(CellBatch::len).sum();
-        let mut candidates: Vec<(u128, u64, Parsed<'_>)> = Vec::with_capacity(rows);
+        let mut candidates: Vec<Candidate<'_>> = recycle(std::mem::take(&mut self.candidates));
+        candidates.reserve(rows);
         for row in chunk.iter().flat_map(CellBatch::rows) {
             self.counts.rows += 1;
             match parse(row, layout, self.reading) {
@@ -171,25 +195,33 @@ impl<'a> Stager<'a> {
         // 2. Ask the identity files about all of them at once, in hash order, and add the ones
         // they do not know to the identities of this run, in the same order (see `SeenSet`):
         // a row repeated in the result is new once, at its first position.
-        let mut order: Vec<(u128, u32)> = candidates
-            .iter()
-            .enumerate()
-            .filter(|(_, (hash, ..))| self.extra.is_empty() || !self.extra.contains(hash))
-            .map(|(index, (hash, ..))| (*hash, u32::try_from(index).expect("a chunk is small")))
-            .collect();
-        ldsync_state::sort_by_uniform_key(&mut order, |(hash, _)| *hash);
-        let probes: Vec<u128> = order.iter().map(|(hash, _)| *hash).collect();
-        let mut found = vec![false; probes.len()];
+        let order = &mut self.order;
+        order.clear();
+        order.extend(
+            candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, (hash, ..))| self.extra.is_empty() || !self.extra.contains(hash))
+                .map(|(index, (hash, ..))| {
+                    (*hash, u32::try_from(index).expect("a chunk is small"))
+                }),
+        );
+        self.sort.sort(order, |(hash, _)| *hash);
+        self.probes.clear();
+        self.probes.extend(order.iter().map(|(hash, _)| *hash));
+        self.found.clear();
+        self.found.resize(order.len(), false);
         self.known
-            .find_sorted(&probes, &mut found)
+            .find_sorted(&self.probes, &mut self.found)
             .map_err(|source| Error::State { sync: self.reading.sync.to_owned(), source })?;
-        let mut new = vec![false; candidates.len()];
+        self.new.clear();
+        self.new.resize(candidates.len(), false);
         self.seen.reserve(order.len());
-        for ((hash, index), found) in order.into_iter().zip(found) {
-            new[index as usize] = !found && self.seen.insert(hash);
+        for (&(hash, index), &found) in order.iter().zip(&self.found) {
+            self.new[index as usize] = !found && self.seen.insert(hash);
         }
         // 3. The new ones, in the order of the result.
-        for ((hash, row, parsed), new) in candidates.iter().zip(new) {
+        for ((hash, row, parsed), &new) in candidates.iter().zip(&self.new) {
             if !new {
                 self.counts.duplicates += 1;
                 continue;
@@ -217,6 +249,7 @@ impl<'a> Stager<'a> {
                 self.counts.samples.push(parsed.to_event());
             }
         }
+        self.candidates = recycle(candidates);
         Ok(())
     }
 }

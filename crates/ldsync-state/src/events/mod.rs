@@ -32,7 +32,7 @@ use self::identities::IdentityStore;
 #[cfg(test)]
 use self::identities::MAX_SEGMENTS;
 pub use self::identities::{IdentityIndex, Prepared};
-pub use self::uniform::sort_by_uniform_key;
+pub use self::uniform::{sort_by_uniform_key, UniformSort};
 use crate::{
     error::io,
     journal::{create_private_dir, write_atomically},
