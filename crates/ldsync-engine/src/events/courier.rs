@@ -45,7 +45,8 @@ impl Courier {
         match sent {
             Ok(()) => {
                 self.journal.acknowledge(&batch.id()).map_err(self.state_error())?;
-                delivery.accepted.extend_from_slice(&batch.hashes);
+                delivery.accepted.push(batch.index);
+                delivery.accepted_events += batch.len() as u64;
                 tracing::debug!(sync = %self.name, batch = %batch.id(), events = batch.len(), "Metric-event batch accepted.");
                 Ok(())
             }

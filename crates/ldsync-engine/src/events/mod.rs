@@ -195,8 +195,10 @@ struct EventsPlan {
 /// What the delivery of a plan settled.
 #[derive(Debug, Default)]
 struct Delivery {
-    /// The identity hashes of the events LaunchDarkly accepted.
-    accepted: Vec<u128>,
+    /// The batches LaunchDarkly accepted (their identities are in their journal files).
+    accepted: Vec<usize>,
+    /// Events in them.
+    accepted_events: u64,
     /// Batches sent (not counting those acknowledged before).
     sent: u64,
     /// Batches refused.
@@ -670,18 +672,16 @@ impl<S: Source> EventsSync<'_, S> {
             report.cursor_after = state.cursor_ms.max(cursor_ms).map(time);
         }
         let mut delivery = delivery;
-        let accepted = std::mem::take(&mut delivery.accepted);
+        let (accepted, accepted_events) =
+            (std::mem::take(&mut delivery.accepted), delivery.accepted_events);
         delivery.add_to(report);
         if parts.dry {
             return Ok(());
         }
         // 5. Commit: the identities accepted, then the cursor or the window's progress.
         if begun {
-            // The identities written ahead are the commit's when every batch was accepted.
-            let prepared = prepared.filter(|prepared| {
-                prepared.count() == accepted.len() as u64 && prepared.name() == plan_id
-            });
-            self.commit(parts.journal, parts.ledger, &plan_id, Some(scope), accepted, prepared)
+            let accepted = Accepted { batches: &accepted, events: accepted_events, prepared };
+            self.commit(parts.journal, parts.ledger, &plan_id, Some(scope), accepted)
         } else if matches!(scope, Scope::Backfill { .. }) {
             // Nothing sent, but the window is done: its progress is recorded.
             let mut state = parts.ledger.load().map_err(self.state_error())?;
@@ -736,14 +736,19 @@ impl<S: Source> EventsSync<'_, S> {
         for index in 0.. {
             let Some(batch) = self.read_batch(journal, &plan.plan_id, index)? else { break };
             if acked.contains(&batch.id()) {
-                delivery.accepted.extend_from_slice(&batch.hashes);
+                delivery.accepted.push(batch.index);
+                delivery.accepted_events += batch.len() as u64;
             } else {
                 courier.send(&batch, &mut delivery).await?;
             }
         }
         let end = read_end(journal).map_err(self.state_error())?;
-        let accepted = std::mem::take(&mut delivery.accepted);
-        self.commit(journal, ledger, &plan.plan_id, end, accepted, None)?;
+        let accepted = Accepted {
+            batches: &delivery.accepted,
+            events: delivery.accepted_events,
+            prepared: None,
+        };
+        self.commit(journal, ledger, &plan.plan_id, end, accepted)?;
         Ok(delivery)
     }
 
@@ -756,21 +761,46 @@ impl<S: Source> EventsSync<'_, S> {
         ledger: &EventLedger,
         plan_id: &str,
         scope: Option<Scope>,
-        accepted: Vec<u128>,
-        prepared: Option<Prepared>,
+        accepted: Accepted<'_>,
     ) -> Result<()> {
         let mut state = ledger.load().map_err(self.state_error())?;
         if let Some(scope) = scope {
             let cursor = scope.apply(&mut state);
             state.cursor_ms = state.cursor_ms.max(cursor);
         }
-        match prepared {
-            Some(prepared) => ledger.commit_prepared(&state, prepared, self.retention_days()),
-            None => ledger.commit(&state, plan_id, accepted, Self::today(), self.retention_days()),
-        }
-        .map_err(self.state_error())?;
+        // The identities written ahead are the commit's when they are exactly the accepted
+        // ones (every batch was accepted); otherwise they are read back from the journal.
+        let prepared = accepted
+            .prepared
+            .filter(|prepared| prepared.count() == accepted.events && prepared.name() == plan_id);
+        let committed = if let Some(prepared) = prepared {
+            ledger.commit_prepared(&state, prepared, self.retention_days())
+        } else {
+            let mut identities = Vec::new();
+            for &index in accepted.batches {
+                let batch =
+                    self.read_batch(journal, plan_id, index)?.ok_or_else(|| Error::Internal {
+                        sync: self.sync(),
+                        message: format!(
+                            "journal file `{}` of an accepted batch is missing",
+                            batches::file_name(index)
+                        ),
+                    })?;
+                identities.extend_from_slice(&batch.hashes);
+            }
+            ledger.commit(&state, plan_id, identities, Self::today(), self.retention_days())
+        };
+        committed.map_err(self.state_error())?;
         journal.commit(&[]).map_err(self.state_error())
     }
+}
+
+/// What a commit adds to the identities: the accepted batches (their identities are in the
+/// journal), and the identities written ahead of it, if any.
+struct Accepted<'a> {
+    batches: &'a [usize],
+    events: u64,
+    prepared: Option<Prepared>,
 }
 
 /// The parts of one run that every window uses.
