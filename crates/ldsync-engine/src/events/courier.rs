@@ -16,7 +16,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     batches::{self, Batch, Built},
-    refuses_batch, stage, Delivery, EventsPlan, Scope, END_FILE, IN_FLIGHT,
+    refuses_batch,
+    seen::SeenSet,
+    stage, Delivery, EventsPlan, Scope, END_FILE, IN_FLIGHT,
 };
 use crate::{Error, Result};
 
@@ -90,7 +92,6 @@ impl Courier {
         let prepare = tokio::spawn(async move {
             let plan_id = plan.body.plan_id.clone();
             let mut promises = Promises { journal: &courier.journal, plan, file: Vec::new() };
-            let mut staged: Vec<u128> = Vec::new();
             let mut prepared = None;
             while let Some(step) = step_receiver.recv().await {
                 match step {
@@ -100,20 +101,18 @@ impl Courier {
                         // still building.
                         let _ = spare_sender.send(json);
                         promises.batch(&batch).map_err(courier.state_error())?;
-                        staged.extend_from_slice(&batch.hashes);
                         if batch_sender.send(batch).await.is_err() {
                             // Delivery stopped: its error is the run's, and the plan did not
                             // read its whole range.
                             break;
                         }
                     }
-                    Step::End(scope) => {
+                    Step::End(scope, seen) => {
                         promises.end(scope).map_err(courier.state_error())?;
                         if promises.begun() {
-                            let (ledger, staged) = (ledger.clone(), std::mem::take(&mut staged));
-                            let plan_id = plan_id.clone();
+                            let (ledger, plan_id) = (ledger.clone(), plan_id.clone());
                             let written = tokio::task::spawn_blocking(move || {
-                                ledger.prepare_identities(&plan_id, staged, today)
+                                ledger.prepare_identities(&plan_id, seen.into_hashes(), today)
                             })
                             .await;
                             // Without it, the commit writes the identities itself.
@@ -146,8 +145,8 @@ impl Courier {
 enum Step {
     /// A closed batch, to seal, journal and send.
     Batch(Built),
-    /// The plan read its whole range: its commit moves `Scope`.
-    End(Scope),
+    /// The plan read its whole range: its commit moves `Scope`; the identities it staged.
+    End(Scope, SeenSet),
 }
 
 /// The delivery of one plan, under way.
@@ -165,11 +164,12 @@ impl Pipeline {
         steps.send(Step::Batch(built)).await.is_ok()
     }
 
-    /// Says the plan read its whole range, after its last batch.
-    pub(crate) async fn end(&mut self, scope: Scope) {
+    /// Says the plan read its whole range, after its last batch, and hands over the
+    /// identities it staged (to write ahead of the commit).
+    pub(crate) async fn end(&mut self, scope: Scope, seen: SeenSet) {
         if let Some(steps) = self.steps.take() {
             // A closed channel means delivery stopped; its error is the run's.
-            let _ = steps.send(Step::End(scope)).await;
+            let _ = steps.send(Step::End(scope, seen)).await;
         }
     }
 

@@ -643,7 +643,7 @@ impl<S: Source> EventsSync<'_, S> {
             }
             // The whole range was read: a resumed plan may move the cursor.
             if let Some(pipeline) = &mut pipeline {
-                pipeline.end(scope(stager.counts.latest_ms)).await;
+                pipeline.end(scope(stager.counts.latest_ms), stager.take_seen()).await;
             }
             Ok::<_, Error>(())
         }
@@ -774,8 +774,10 @@ impl<S: Source> EventsSync<'_, S> {
             .prepared
             .filter(|prepared| prepared.count() == accepted.events && prepared.name() == plan_id);
         let committed = if let Some(prepared) = prepared {
+            tracing::debug!(sync = %self.name, identities = prepared.count(), "Committing the identities written ahead.");
             ledger.commit_prepared(&state, prepared, self.retention_days())
         } else {
+            tracing::debug!(sync = %self.name, batches = accepted.batches.len(), "Committing the identities of the accepted batches, read back from the journal.");
             let mut identities = Vec::new();
             for &index in accepted.batches {
                 let batch =

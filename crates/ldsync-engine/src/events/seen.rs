@@ -50,6 +50,16 @@ impl SeenSet {
         self.len + usize::from(self.has_zero)
     }
 
+    /// The hashes in the set, in the table's order (nearly ascending), the table let go.
+    pub(crate) fn into_hashes(self) -> Vec<u128> {
+        let mut hashes = Vec::with_capacity(self.len + usize::from(self.has_zero));
+        if self.has_zero {
+            hashes.push(0);
+        }
+        hashes.extend((0..self.capacity).map(|at| self.slot(at)).filter(|&hash| hash != 0));
+        hashes
+    }
+
     /// Makes room for `additional` more hashes without growing. A sorted chunk must fit
     /// before it is inserted: a table grown in the middle of one would hold the chunk's first
     /// part (its smallest hashes) in a few slots at its start, one long probe for all.
@@ -160,5 +170,12 @@ mod tests {
         }
         assert!(hashes.iter().all(|&hash| !set.insert(hash)));
         assert_eq!(set.len(), hashes.len());
+        set.insert(0);
+        let mut all = set.into_hashes();
+        all.sort_unstable();
+        let mut expected = hashes;
+        expected.push(0);
+        expected.sort_unstable();
+        assert_eq!(all, expected);
     }
 }

@@ -166,6 +166,12 @@ impl<'a> Stager<'a> {
         }
     }
 
+    /// The identities staged so far (each new event's, and those of events rejected for
+    /// their size), leaving the stager an empty set.
+    pub(crate) fn take_seen(&mut self) -> SeenSet {
+        std::mem::take(&mut self.seen)
+    }
+
     /// Stages the rows of `chunk`, calling `new_event` for each new event.
     pub(crate) fn chunk(
         &mut self,
