@@ -182,9 +182,15 @@ async fn bench_events(
         .filter(|(route, _)| route.contains("event-data-import"))
         .map(|(_, n)| *n)
         .sum();
+    // The request bodies as sent (gzip), per event.
+    let per_event = emulator.stats().event_import_bytes as f64 / rows as f64;
     table.row(
         "events: incremental run sending every event",
-        format!("{}, {requests} requests, peak {} MiB", secs(run), peak >> 20),
+        format!(
+            "{}, {requests} requests, {per_event:.1} B sent per event, peak {} MiB",
+            secs(run),
+            peak >> 20
+        ),
         ratio(run, extraction),
         "≤ 1.35 ×",
     );

@@ -89,14 +89,19 @@ pub(crate) async fn import(
     }
     let payload_id =
         header(&headers, "x-launchdarkly-payload-id").filter(|s| !s.is_empty()).map(str::to_owned);
+    let sent_bytes = match &kept {
+        Kept::Plain(body) | Kept::Gzip(body) => body.len() as u64,
+    };
     let mut inner = shared.lock();
     let env = inner.model.env_mut(&p, &e).ok_or_else(ApiError::not_found)?;
     if let Some(id) = &payload_id {
         if !env.payload_ids.insert(id.clone()) {
             inner.stats.repeated_payload_ids += 1;
+            inner.stats.event_import_bytes += sent_bytes;
             return Ok(StatusCode::ACCEPTED);
         }
     }
+    inner.stats.event_import_bytes += sent_bytes;
     inner.model.payloads.push(StoredPayload {
         project: p,
         environment: e,

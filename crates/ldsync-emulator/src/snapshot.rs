@@ -156,6 +156,10 @@ pub struct Stats {
     pub faults_by_kind: BTreeMap<String, u64>,
     /// Metric-import requests whose payload ID had been seen before.
     pub repeated_payload_ids: u64,
+    /// Bytes of the metric-import bodies checked and answered `202`, as sent (compressed when
+    /// they came gzip).
+    #[serde(default)]
+    pub event_import_bytes: u64,
     /// `401` responses sent.
     pub unauthorized: u64,
     /// `403` responses sent.

@@ -26,6 +26,8 @@ async fn accepts_and_deduplicates() {
     assert_eq!(snap.events_in("default", "production").count(), 3);
     assert_eq!(snap.events[0].events[0]["key"], "purchase");
     assert_eq!(h.emu.stats().repeated_payload_ids, 1);
+    // Every body answered 202 is counted, repeated or not.
+    assert_eq!(h.emu.stats().event_import_bytes, 4 * events().to_string().len() as u64);
 }
 
 #[tokio::test]
