@@ -52,6 +52,23 @@ impl Cell<'_> {
     }
 }
 
+impl From<Cell<'_>> for Value {
+    /// The cell as an owned value; JSON text that does not parse stays text.
+    fn from(cell: Cell<'_>) -> Self {
+        match cell {
+            Cell::Null => Self::Null,
+            Cell::Bool(value) => Self::Bool(value),
+            Cell::Int(value) => Self::Int(value),
+            Cell::Float(value) => Self::Float(value),
+            Cell::Text(text) => Self::Text(text.to_owned()),
+            Cell::TimestampMillis(value) => Self::TimestampMillis(value),
+            Cell::Json(json) => {
+                serde_json::from_str(json).map_or_else(|_| Self::Text(json.to_owned()), Self::Json)
+            }
+        }
+    }
+}
+
 /// A cell as stored: its text as a range of the batch's buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Slot {
@@ -186,6 +203,19 @@ impl CellBatch {
         self.slots.push(Slot::Text { start, end });
     }
 
+    /// Appends `cell`.
+    pub fn push(&mut self, cell: Cell<'_>) {
+        match cell {
+            Cell::Null => self.push_null(),
+            Cell::Bool(value) => self.push_bool(value),
+            Cell::Int(value) => self.push_int(value),
+            Cell::Float(value) => self.push_float(value),
+            Cell::Text(text) => self.push_text(text),
+            Cell::TimestampMillis(value) => self.push_timestamp_millis(value),
+            Cell::Json(json) => self.push_json(json),
+        }
+    }
+
     /// Appends `value` as a cell.
     pub fn push_value(&mut self, value: &Value) {
         match value {
@@ -288,6 +318,15 @@ mod tests {
             ]
         );
         assert_eq!(batch.get(2, 2), Cell::Text("z"));
+        // Cells read back into the values they came from, and push as themselves.
+        let values: Vec<Vec<Value>> =
+            batch.rows().map(|row| (0..3).map(|c| Value::from(row.get(c))).collect()).collect();
+        assert_eq!(values, rows.rows);
+        let mut copy = CellBatch::with_capacity(Arc::clone(&batch.columns), 3);
+        for row in batch.rows() {
+            (0..3).for_each(|c| copy.push(row.get(c)));
+        }
+        assert_eq!(copy, batch);
         let mut more = CellBatch::with_capacity(Arc::from(vec!["made".to_owned()]), 1);
         more.push_text_with(|out| out.push_str("made"));
         assert_eq!(more.get(0, 0), Cell::Text("made"));

@@ -6,7 +6,8 @@ use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
 use ldsync_core::{
-    BatchStream, CellBatch, CellStream, RowBatch, Secret, Source, TextBatch, TextStream, Value,
+    BatchStream, Cell, CellBatch, CellStream, RowBatch, Secret, Source, TextBatch, TextStream,
+    Value,
 };
 use tokio_postgres::{
     types::{to_sql_checked, FromSql, IsNull, ToSql, Type},
@@ -298,60 +299,22 @@ impl Decoder {
 }
 
 pub(crate) fn decode_row(row: &Row, decoders: &[Decoder]) -> Result<Vec<Value>> {
+    let mut uuid = uuid::Uuid::encode_buffer();
     decoders
         .iter()
         .enumerate()
-        .map(|(i, decoder)| decode_raw(row, i, *decoder).map(Raw::into_value))
+        .map(|(i, decoder)| decode_cell(row, i, *decoder, &mut uuid).map(Value::from))
         .collect()
 }
 
 /// Appends the cells of `row` to `batch`, decoded from the wire without a `Value` or a
 /// `String` per cell.
 fn push_row(row: &Row, decoders: &[Decoder], batch: &mut CellBatch) -> Result<()> {
+    let mut uuid = uuid::Uuid::encode_buffer();
     for (i, decoder) in decoders.iter().enumerate() {
-        match decode_raw(row, i, *decoder)? {
-            Raw::Null => batch.push_null(),
-            Raw::Bool(value) => batch.push_bool(value),
-            Raw::Int(value) => batch.push_int(value),
-            Raw::Float(value) => batch.push_float(value),
-            Raw::Text(text) => batch.push_text(text),
-            Raw::Millis(value) => batch.push_timestamp_millis(value),
-            Raw::Json(json) => batch.push_json(json),
-            Raw::Uuid(uuid) => batch.push_text_with(|out| {
-                out.push_str(uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
-            }),
-        }
+        batch.push(decode_cell(row, i, *decoder, &mut uuid)?);
     }
     Ok(())
-}
-
-/// One value as PostgreSQL's binary format holds it, text borrowed from the row.
-enum Raw<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(&'a str),
-    Millis(i64),
-    Json(&'a str),
-    Uuid(uuid::Uuid),
-}
-
-impl Raw<'_> {
-    fn into_value(self) -> Value {
-        match self {
-            Self::Null => Value::Null,
-            Self::Bool(value) => Value::Bool(value),
-            Self::Int(value) => Value::Int(value),
-            Self::Float(value) => Value::Float(value),
-            Self::Text(text) => Value::Text(text.to_owned()),
-            Self::Millis(value) => Value::TimestampMillis(value),
-            // The server checked the document; text it sent as JSON parses.
-            Self::Json(json) => serde_json::from_str(json)
-                .map_or_else(|_| Value::Text(json.to_owned()), Value::Json),
-            Self::Uuid(uuid) => Value::Text(uuid.to_string()),
-        }
-    }
 }
 
 /// The bytes of column `i` of `row`, whatever its type (the decoder checks them).
@@ -373,10 +336,16 @@ impl<'a> FromSql<'a> for RawBytes<'a> {
 /// Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-fn decode_raw(row: &Row, i: usize, decoder: Decoder) -> Result<Raw<'_>> {
+/// Column `i` of `row` as a cell, its text borrowed from the row (a UUID's from `uuid`).
+fn decode_cell<'a>(
+    row: &'a Row,
+    i: usize,
+    decoder: Decoder,
+    uuid: &'a mut [u8; 45],
+) -> Result<Cell<'a>> {
     let Some(RawBytes(raw)) = row.try_get::<_, Option<RawBytes<'_>>>(i).map_err(query_error)?
     else {
-        return Ok(Raw::Null);
+        return Ok(Cell::Null);
     };
     let bad = |what: &str| Error::Query {
         engine: ENGINE,
@@ -394,23 +363,23 @@ fn decode_raw(row: &Row, i: usize, decoder: Decoder) -> Result<Raw<'_>> {
         Ok(out)
     };
     Ok(match decoder {
-        Decoder::Bool => Raw::Bool(fixed(raw, 1)?[7] != 0),
+        Decoder::Bool => Cell::Bool(fixed(raw, 1)?[7] != 0),
         Decoder::Int2 => {
-            Raw::Int(i16::from_be_bytes(fixed(raw, 2)?[6..].try_into().expect("2")).into())
+            Cell::Int(i16::from_be_bytes(fixed(raw, 2)?[6..].try_into().expect("2")).into())
         }
         Decoder::Int4 => {
-            Raw::Int(i32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4")).into())
+            Cell::Int(i32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4")).into())
         }
-        Decoder::Int8 => Raw::Int(i64::from_be_bytes(fixed(raw, 8)?)),
+        Decoder::Int8 => Cell::Int(i64::from_be_bytes(fixed(raw, 8)?)),
         Decoder::Float4 => {
-            Raw::Float(f32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4")).into())
+            Cell::Float(f32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4")).into())
         }
-        Decoder::Float8 => Raw::Float(f64::from_be_bytes(fixed(raw, 8)?)),
-        Decoder::Numeric => Raw::Float(
+        Decoder::Float8 => Cell::Float(f64::from_be_bytes(fixed(raw, 8)?)),
+        Decoder::Numeric => Cell::Float(
             Numeric::from_sql(&Type::NUMERIC, raw).map_err(|err| bad(&err.to_string()))?.0,
         ),
         Decoder::Text => {
-            Raw::Text(std::str::from_utf8(raw).map_err(|_| bad("text that is not UTF-8"))?)
+            Cell::Text(std::str::from_utf8(raw).map_err(|_| bad("text that is not UTF-8"))?)
         }
         Decoder::Timestamp | Decoder::TimestampTz => {
             let micros = i64::from_be_bytes(fixed(raw, 8)?);
@@ -421,27 +390,28 @@ fn decode_raw(row: &Row, i: usize, decoder: Decoder) -> Result<Raw<'_>> {
                 .checked_add(PG_EPOCH_MICROS)
                 .map(|micros| micros.div_euclid(1_000))
                 .ok_or_else(|| bad("a timestamp out of range"))?;
-            Raw::Millis(millis)
+            Cell::TimestampMillis(millis)
         }
         Decoder::Date => {
             let days = i32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4"));
             if days == i32::MAX || days == i32::MIN {
                 return Err(bad("an infinite date"));
             }
-            Raw::Millis((i64::from(days) + 10_957) * 86_400_000)
+            Cell::TimestampMillis((i64::from(days) + 10_957) * 86_400_000)
         }
         Decoder::Json => {
-            Raw::Json(std::str::from_utf8(raw).map_err(|_| bad("JSON that is not UTF-8"))?)
+            Cell::Json(std::str::from_utf8(raw).map_err(|_| bad("JSON that is not UTF-8"))?)
         }
         Decoder::Jsonb => match raw.split_first() {
             Some((1, json)) => {
-                Raw::Json(std::str::from_utf8(json).map_err(|_| bad("JSON that is not UTF-8"))?)
+                Cell::Json(std::str::from_utf8(json).map_err(|_| bad("JSON that is not UTF-8"))?)
             }
             _ => return Err(bad("a jsonb value of an unknown version")),
         },
-        Decoder::Uuid => Raw::Uuid(uuid::Uuid::from_bytes(
-            raw.try_into().map_err(|_| bad("a value of the wrong length"))?,
-        )),
+        Decoder::Uuid => {
+            let bytes = raw.try_into().map_err(|_| bad("a value of the wrong length"))?;
+            Cell::Text(uuid::Uuid::from_bytes(bytes).hyphenated().encode_lower(uuid))
+        }
     })
 }
 
