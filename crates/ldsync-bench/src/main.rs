@@ -379,7 +379,7 @@ async fn bench_segments(
     let committed = Committed::new(MappedKeySet::open(&snapshot).unwrap(), Delta::default());
     let mut probe = committed.into_probe();
     probe.offer_many(current.iter().map(String::as_bytes));
-    let (_, delta) = probe.finish();
+    let (_, delta) = probe.finish().unwrap();
     let ours = started.elapsed();
     assert_eq!(delta.len() as u64, 2 * churn);
 

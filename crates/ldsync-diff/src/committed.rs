@@ -374,9 +374,19 @@ impl Probe {
         self.new.len()
     }
 
+    /// From now on, hold at most `spill`'s threshold of new keys in memory, and write the rest
+    /// to sorted runs on disk (a first load of a large segment).
+    pub fn spill_to(&mut self, spill: crate::Spill) {
+        self.new.spill_to(spill);
+    }
+
     /// The delta: keys offered that are not members, and members never offered; and the
     /// membership, for the commit.
-    pub fn finish(self) -> (Committed, Delta) {
+    ///
+    /// # Errors
+    ///
+    /// When the new keys spilled to disk and the runs could not be written or merged.
+    pub fn finish(self) -> Result<(Committed, Delta), SnapshotError> {
         let committed = &self.committed;
         let (base, delta) = (&committed.base, &committed.delta);
         let mut removes = KeySet::default();
@@ -409,8 +419,8 @@ impl Probe {
                 a = next_add(a + 1);
             }
         }
-        let adds = self.new.build();
-        (self.committed, Delta { adds, removes })
+        let adds = self.new.finish()?;
+        Ok((self.committed, Delta { adds, removes }))
     }
 }
 
@@ -458,14 +468,22 @@ impl<'s> Iterator for Applied<'s> {
         }
         let take_base = self.a == adds.len()
             || (self.b < base.len() && order(base, self.b, adds, self.a).is_lt());
+        // A scan of the whole membership lets the pages behind it go (for a base, or adds
+        // that spilled to disk; sets in memory ignore it).
         if take_base {
             if self.b == base.len() {
                 return None;
             }
             self.b += 1;
+            if self.b % RELEASE_STEP == 0 {
+                base.release(self.b - RELEASE_STEP..self.b);
+            }
             Some((base.fingerprint(self.b - 1), base.key(self.b - 1)))
         } else {
             self.a += 1;
+            if self.a % RELEASE_STEP == 0 {
+                adds.release(self.a - RELEASE_STEP..self.a);
+            }
             Some((adds.fingerprint(self.a - 1), adds.key(self.a - 1)))
         }
     }
@@ -529,7 +547,7 @@ mod tests {
                 }
             }
             let arrival = probe.take_arrival_order();
-            let (committed, delta) = probe.finish();
+            let (committed, delta) = probe.finish().unwrap();
             prop_assert_eq!(texts(&delta.adds), current.difference(&members).cloned().collect::<BTreeSet<_>>());
             prop_assert_eq!(texts(&delta.removes), members.difference(&current).cloned().collect::<BTreeSet<_>>());
 
@@ -552,7 +570,7 @@ mod tests {
                         keys.iter().map(|k| k.as_bytes()).collect()
                     };
                     again.offer_many(ordered);
-                    let (_, same) = again.finish();
+                    let (_, same) = again.finish().unwrap();
                     prop_assert_eq!(&same, &delta);
                 }
                 let mut bytes = std::fs::read(&hint).unwrap();

@@ -1,6 +1,13 @@
 //! A set of keys in one arena, ordered by fingerprint.
 
+use std::sync::Arc;
+
 use xxhash_rust::xxh3::xxh3_128;
+
+use crate::{
+    spill::{Runs, Spill},
+    MappedKeySet, SnapshotError,
+};
 
 /// The fingerprint of a key: xxh3, 128 bits.
 ///
@@ -72,9 +79,16 @@ fn radix_sort(pairs: &mut Vec<(u64, u32)>) {
 }
 
 /// Collects keys in any order; [`KeySetBuilder::build`] orders them and drops duplicates.
+///
+/// Given a [`Spill`] ([`KeySetBuilder::spilling`]), it holds at most the spill's threshold of
+/// keys in memory and writes sorted runs past it; [`KeySetBuilder::finish`] then merges them
+/// into one file.
 #[derive(Debug, Default)]
 pub struct KeySetBuilder {
     unsorted: KeySet,
+    /// Keys pushed, duplicates and spilled keys included.
+    pushed: usize,
+    runs: Option<Runs>,
 }
 
 impl KeySetBuilder {
@@ -83,51 +97,121 @@ impl KeySetBuilder {
         Self::default()
     }
 
+    /// An empty builder that spills past `spill`'s threshold.
+    pub fn spilling(spill: Spill) -> Self {
+        Self { runs: Some(Runs::new(spill)), ..Self::default() }
+    }
+
+    /// From now on, spill past `spill`'s threshold.
+    pub fn spill_to(&mut self, spill: Spill) {
+        self.runs = Some(Runs::new(spill));
+    }
+
     /// Adds a key.
     pub fn push(&mut self, key: &[u8]) {
-        self.unsorted.push(key, fingerprint(key));
+        self.push_with_fingerprint(key, fingerprint(key));
     }
 
     /// Adds a key whose fingerprint the caller computed already.
     pub fn push_with_fingerprint(&mut self, key: &[u8], fingerprint: u128) {
         self.unsorted.push(key, fingerprint);
+        self.pushed += 1;
+        if let Some(runs) = &mut self.runs {
+            if runs.due(&self.unsorted) {
+                let sorted = std::mem::take(&mut self.unsorted).sorted();
+                if let Some(kept) = runs.write(sorted) {
+                    self.unsorted = kept;
+                }
+            }
+        }
     }
 
     /// Keys pushed so far, duplicates included.
     pub fn len(&self) -> usize {
-        self.unsorted.len()
+        self.pushed
     }
 
     /// Whether nothing was pushed.
     pub fn is_empty(&self) -> bool {
-        self.unsorted.is_empty()
+        self.pushed == 0
     }
 
     /// The ordered, distinct set.
+    ///
+    /// # Panics
+    ///
+    /// When the builder spilled: use [`KeySetBuilder::finish`], which reports a failed write.
     pub fn build(self) -> KeySet {
-        self.unsorted.sorted()
+        self.finish().expect("a builder that never spilled cannot fail")
+    }
+
+    /// The ordered, distinct set: in memory, or, when the builder spilled, merged into one
+    /// file in the spill folder and read in place.
+    ///
+    /// # Errors
+    ///
+    /// When a run could not be written or read back.
+    pub fn finish(self) -> Result<KeySet, SnapshotError> {
+        let Some(mut runs) = self.runs.filter(|runs| !runs.is_empty() || runs.failed()) else {
+            return Ok(self.unsorted.sorted());
+        };
+        if !self.unsorted.is_empty() {
+            if let Some(kept) = runs.write(self.unsorted.sorted()) {
+                drop(kept);
+            }
+        }
+        runs.merge()
     }
 }
 
-/// Distinct keys, ordered by (fingerprint, bytes), stored in one arena.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Distinct keys, ordered by (fingerprint, bytes), stored in one arena, or in a snapshot file
+/// when they outgrew the memory a run may use ([`KeySet::from_file`]).
+#[derive(Debug, Clone, Default)]
 pub struct KeySet {
     arena: Vec<u8>,
     /// `ends[i]` is where key `i` ends in the arena; it starts where key `i - 1` ends.
     ends: Vec<u64>,
     fingerprints: Vec<u128>,
+    /// The file that holds the keys instead, when they spilled to disk (the vectors are empty).
+    file: Option<Arc<MappedKeySet>>,
 }
+
+impl PartialEq for KeySet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && (0..self.len()).all(|i| {
+                self.fingerprint(i) == other.fingerprint(i) && self.key(i) == other.key(i)
+            })
+    }
+}
+
+impl Eq for KeySet {}
 
 impl SortedKeys for KeySet {
     fn len(&self) -> usize {
-        self.ends.len()
+        match &self.file {
+            Some(file) => file.len(),
+            None => self.ends.len(),
+        }
     }
 
     fn fingerprint(&self, index: usize) -> u128 {
-        self.fingerprints[index]
+        match &self.file {
+            Some(file) => file.fingerprint(index),
+            None => self.fingerprints[index],
+        }
+    }
+
+    fn release(&self, indices: std::ops::Range<usize>) {
+        if let Some(file) = &self.file {
+            file.release(indices);
+        }
     }
 
     fn key(&self, index: usize) -> &[u8] {
+        if let Some(file) = &self.file {
+            return file.key(index);
+        }
         let start = if index == 0 { 0 } else { self.ends[index - 1] };
         #[expect(
             clippy::cast_possible_truncation,
@@ -148,8 +232,20 @@ impl KeySet {
         unsorted.sorted()
     }
 
+    /// Keys that spilled to a snapshot file, read in place: the set holds none of them in
+    /// memory, and scans let the file's pages go behind them ([`SortedKeys::release`]).
+    pub fn from_file(file: MappedKeySet) -> Self {
+        Self { file: Some(Arc::new(file)), ..Self::default() }
+    }
+
+    /// Whether the keys live in a file rather than in memory.
+    pub fn is_on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Appends a key. The caller keeps the order, or sorts afterwards.
     pub(crate) fn push(&mut self, key: &[u8], fingerprint: u128) {
+        debug_assert!(self.file.is_none(), "a set read from a file is never appended to");
         self.arena.extend_from_slice(key);
         self.ends.push(self.arena.len() as u64);
         self.fingerprints.push(fingerprint);
@@ -166,8 +262,8 @@ impl KeySet {
             return Err("as many offsets as fingerprints");
         }
         check_ends(ends.len(), arena.len() as u64, |i| ends[i])?;
-        let set = Self { arena, ends, fingerprints };
-        check_order(&set, set.arena.len() as u64)?;
+        let set = Self { arena, ends, fingerprints, file: None };
+        check_order(&set, set.arena.len() as u64, false)?;
         Ok(set)
     }
 
@@ -211,6 +307,7 @@ impl KeySet {
             arena: Vec::with_capacity(self.arena.len()),
             ends: Vec::with_capacity(order.len()),
             fingerprints,
+            file: None,
         };
         for &(_, index) in &order {
             sorted.arena.extend_from_slice(self.key(index as usize));
@@ -221,12 +318,12 @@ impl KeySet {
 
     /// How many distinct keys the set holds.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        SortedKeys::len(self)
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len() == 0
     }
 
     /// The bytes of key `index`, in (fingerprint, bytes) order.
@@ -236,7 +333,7 @@ impl KeySet {
 
     /// The fingerprint of key `index`.
     pub fn fingerprint(&self, index: usize) -> u128 {
-        self.fingerprints[index]
+        SortedKeys::fingerprint(self, index)
     }
 
     /// Whether the set holds `key`.
@@ -245,7 +342,7 @@ impl KeySet {
         let (mut low, mut high) = (0, self.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            match (self.fingerprints[mid], self.key(mid)).cmp(&target) {
+            match (self.fingerprint(mid), self.key(mid)).cmp(&target) {
                 std::cmp::Ordering::Less => low = mid + 1,
                 std::cmp::Ordering::Greater => high = mid,
                 std::cmp::Ordering::Equal => return true,
@@ -261,12 +358,21 @@ impl KeySet {
 
     /// Total bytes of the keys.
     pub fn key_bytes(&self) -> u64 {
-        self.arena.len() as u64
+        match &self.file {
+            Some(file) => file.key_bytes(),
+            None => self.arena.len() as u64,
+        }
     }
 
-    /// Bytes of memory the set holds.
+    /// Bytes of memory the set holds (none for a set read from a file).
     pub fn heap_bytes(&self) -> usize {
         self.arena.capacity() + 8 * self.ends.capacity() + 16 * self.fingerprints.capacity()
+    }
+
+    /// Bytes of memory the keys use, growth room left out: what a builder weighs against its
+    /// spill threshold.
+    pub(crate) fn used_bytes(&self) -> usize {
+        self.arena.len() + 24 * self.ends.len()
     }
 }
 
@@ -294,9 +400,17 @@ pub(crate) fn check_ends(
 
 /// Checks that `keys` are strictly ordered by (fingerprint, bytes); `arena_len` is the total
 /// of their lengths as the file or the set claims it.
-pub(crate) fn check_order(keys: &impl SortedKeys, arena_len: u64) -> Result<(), &'static str> {
+/// With `release`, the pages behind the check are let go as it goes.
+pub(crate) fn check_order(
+    keys: &impl SortedKeys,
+    arena_len: u64,
+    release: bool,
+) -> Result<(), &'static str> {
     let mut total = 0_u64;
     for index in 0..keys.len() {
+        if release && index % RELEASE_STEP == 0 && index > 0 {
+            keys.release(index - RELEASE_STEP..index);
+        }
         total += keys.key(index).len() as u64;
         if index > 0 {
             let (before, here) = (keys.fingerprint(index - 1), keys.fingerprint(index));
@@ -304,6 +418,9 @@ pub(crate) fn check_order(keys: &impl SortedKeys, arena_len: u64) -> Result<(), 
                 return Err("keys out of order");
             }
         }
+    }
+    if release {
+        keys.release(keys.len().saturating_sub(RELEASE_STEP)..keys.len());
     }
     if total == arena_len {
         Ok(())

@@ -24,6 +24,7 @@ mod index;
 mod keyset;
 mod merge;
 mod snapshot;
+mod spill;
 
 pub use committed::{applied, write_applied, Committed, Delta, Probe};
 pub use hint::{write_hint, ArrivalHint};
@@ -31,3 +32,4 @@ pub use index::Index;
 pub use keyset::{fingerprint, KeySet, KeySetBuilder, SortedKeys};
 pub use merge::{diff, Diff};
 pub use snapshot::{write_sorted, MappedKeySet, SnapshotError};
+pub use spill::Spill;

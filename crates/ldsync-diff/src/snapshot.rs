@@ -67,6 +67,21 @@ pub fn write_sorted<'k, I>(
 where
     I: Iterator<Item = (u128, &'k [u8])>,
 {
+    write_keys(path, count, arena_len, entries, true)
+}
+
+/// [`write_sorted`]; with `durable` false the file is not flushed to disk (a spill file, which
+/// only this process reads, and only while it runs).
+pub(crate) fn write_keys<'k, I>(
+    path: &Path,
+    count: u64,
+    arena_len: u64,
+    entries: impl Fn() -> I,
+    durable: bool,
+) -> Result<(), SnapshotError>
+where
+    I: Iterator<Item = (u128, &'k [u8])>,
+{
     let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
     // Snapshots hold member keys: readable by their owner only.
     let file = std::fs::OpenOptions::new()
@@ -107,7 +122,10 @@ where
     let mut inner = out.inner;
     inner.write_all(&checksum.to_le_bytes()).map_err(io)?;
     let file = inner.into_inner().map_err(|err| io(err.into_error()))?;
-    file.sync_all().map_err(io)
+    if durable {
+        file.sync_all().map_err(io)?;
+    }
+    Ok(())
 }
 
 impl KeySet {
@@ -225,6 +243,21 @@ impl MappedKeySet {
     ///
     /// When the file cannot be read, or is not an intact snapshot.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        Self::open_checked(path, false)
+    }
+
+    /// [`MappedKeySet::open`] for a file read front to back, a few times at most (a delta that
+    /// spilled to disk): the order check lets the pages go behind it, and so should every scan
+    /// ([`SortedKeys::release`]), so that the file never counts whole in the run's memory.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read, or is not an intact snapshot.
+    pub fn open_streamed(path: &Path) -> Result<Self, SnapshotError> {
+        Self::open_checked(path, true)
+    }
+
+    fn open_checked(path: &Path, release: bool) -> Result<Self, SnapshotError> {
         let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
         let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
         let file = File::open(path).map_err(io)?;
@@ -257,8 +290,12 @@ impl MappedKeySet {
         let layout = Layout::parse(&map).map_err(corrupt)?;
         check_ends(layout.count, layout.arena_len as u64, |i| layout.end(&map, i))
             .map_err(|reason| corrupt(reason.to_owned()))?;
+        if release {
+            self::release(&map, layout.ends_at..layout.arena_at);
+        }
         let set = Self { map: Some(map), file: Some(file), layout };
-        check_order(&set, layout.arena_len as u64).map_err(|reason| corrupt(reason.to_owned()))?;
+        check_order(&set, layout.arena_len as u64, release)
+            .map_err(|reason| corrupt(reason.to_owned()))?;
         Ok(set)
     }
 
@@ -329,7 +366,14 @@ impl SortedKeys for MappedKeySet {
             (indices.start.min(self.layout.count), indices.end.min(self.layout.count));
         if start < end {
             release(map, HEADER_LEN + 16 * start..HEADER_LEN + 16 * end);
+            let arena_start = if start == 0 { 0 } else { self.layout.end(map, start - 1) };
+            let arena_end = self.layout.end(map, end - 1);
             release(map, self.layout.ends_at + 8 * start..self.layout.ends_at + 8 * end);
+            #[expect(clippy::cast_possible_truncation, reason = "checked against the file's length")]
+            release(
+                map,
+                self.layout.arena_at + arena_start as usize..self.layout.arena_at + arena_end as usize,
+            );
         }
     }
 

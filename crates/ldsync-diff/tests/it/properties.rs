@@ -59,7 +59,7 @@ fn probing_a_million_members_holds_a_fraction_of_their_bytes() {
         probe.offer(key.as_bytes());
     }
     probe.offer(b"newcomer");
-    let (_, delta) = probe.finish();
+    let (_, delta) = probe.finish().unwrap();
     assert_eq!(delta.adds.len(), 1);
     assert_eq!(delta.removes.len(), 10);
 }
@@ -88,7 +88,7 @@ fn a_hinted_probe_over_a_large_base_gives_the_exact_delta() {
     let mut first = open().into_probe();
     first.offer_many(query.iter().map(|k| k.as_bytes()));
     let arrival = first.take_arrival_order().expect("no hint yet: the order is recorded");
-    let (committed, expected) = first.finish();
+    let (committed, expected) = first.finish().unwrap();
     let hint = dir.path().join("hint.order");
     ldsync_diff::write_hint(&hint, committed.base(), &arrival).unwrap();
 
@@ -105,6 +105,6 @@ fn a_hinted_probe_over_a_large_base_gives_the_exact_delta() {
     let mut again = hinted.into_probe();
     again.offer_many(query.iter().map(|k| k.as_bytes()));
     assert!(again.predicted() > 290_000, "the hint placed {} keys", again.predicted());
-    let (_, same) = again.finish();
+    let (_, same) = again.finish().unwrap();
     assert_eq!(same, expected);
 }

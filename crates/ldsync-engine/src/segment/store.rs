@@ -249,7 +249,7 @@ mod tests {
 
     fn members(store: &SegmentStore) -> BTreeSet<String> {
         // Offering nothing: every member is a remove, which lists them all.
-        let (_, delta) = store.load().unwrap().into_probe().finish();
+        let (_, delta) = store.load().unwrap().into_probe().finish().unwrap();
         delta.removes.iter().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect()
     }
 
@@ -258,7 +258,7 @@ mod tests {
         for key in keys {
             probe.offer(key.as_bytes());
         }
-        let (committed, delta) = probe.finish();
+        let (committed, delta) = probe.finish().unwrap();
         store.commit(&committed, &delta, !store.exists(), run_id).unwrap();
         delta
     }
@@ -304,7 +304,7 @@ mod tests {
         let mut probe = store.load().unwrap().into_probe();
         probe.offer_many(keys.iter().map(String::as_bytes));
         let arrival = probe.take_arrival_order().expect("recorded without a hint");
-        let (committed, delta) = probe.finish();
+        let (committed, delta) = probe.finish().unwrap();
         assert!(delta.is_empty());
         store.update_hint(&committed, Some(&arrival));
         // The next run finds every key where the hint expects it, but for the ones that left.
@@ -315,13 +315,13 @@ mod tests {
         probe.offer_many(left.iter().map(|k| k.as_bytes()));
         assert_eq!(probe.predicted(), left.len() as u64);
         assert!(!probe.hint_is_stale());
-        let (_, delta) = probe.finish();
+        let (_, delta) = probe.finish().unwrap();
         assert_eq!(delta.removes.len(), keys.len() - left.len());
         // Another order entirely: the hint is stale, the result the same; dropping it works.
         let mut probe = store.load().unwrap().into_probe();
         probe.offer_many(keys.iter().rev().map(String::as_bytes));
         assert!(probe.hint_is_stale());
-        let (committed, delta) = probe.finish();
+        let (committed, delta) = probe.finish().unwrap();
         assert!(delta.is_empty());
         store.update_hint(&committed, None);
         assert!(!store.load().unwrap().has_hint());

@@ -1,0 +1,258 @@
+//! Keys that do not fit in memory: sorted runs on disk, merged into one snapshot file.
+//!
+//! A [`crate::KeySetBuilder`] given a [`Spill`] holds at most `chunk_bytes` of unsorted keys.
+//! Past that it sorts them and writes them out as a run (a snapshot file that is never flushed
+//! to disk: only this process reads it, and only while it runs). When it is done, the runs are
+//! merged, duplicates dropped, into one snapshot file read in place ([`KeySet::from_file`]).
+//! Memory stays about twice `chunk_bytes` however many keys come.
+
+use std::{
+    cmp::Reverse,
+    collections::BinaryHeap,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    keyset::RELEASE_STEP,
+    snapshot::{write_keys, SnapshotError},
+    KeySet, MappedKeySet, SortedKeys,
+};
+
+/// Where a builder spills, and past how many bytes of keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spill {
+    dir: PathBuf,
+    chunk_bytes: usize,
+}
+
+impl Spill {
+    /// Spill into `dir` (created when first needed; the caller removes it) whenever the keys
+    /// held in memory pass `chunk_bytes` (their bytes plus 24 a key for the fingerprint and the
+    /// offset).
+    pub fn new(dir: impl Into<PathBuf>, chunk_bytes: usize) -> Self {
+        Self { dir: dir.into(), chunk_bytes: chunk_bytes.max(1) }
+    }
+
+    /// The folder the runs go to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The threshold, in bytes.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+}
+
+/// The runs a builder has written so far.
+#[derive(Debug)]
+pub(crate) struct Runs {
+    spill: Spill,
+    paths: Vec<PathBuf>,
+    /// The first failure to write a run: the keys stay in memory, and the builder reports it.
+    error: Option<SnapshotError>,
+}
+
+impl Runs {
+    pub(crate) fn new(spill: Spill) -> Self {
+        Self { spill, paths: Vec::new(), error: None }
+    }
+
+    /// Whether `held` (the unsorted keys in memory) should go to disk now.
+    pub(crate) fn due(&self, held: &KeySet) -> bool {
+        self.error.is_none() && held.used_bytes() >= self.spill.chunk_bytes
+    }
+
+    /// Writes `sorted` as a run; on failure hands it back, to be kept in memory.
+    pub(crate) fn write(&mut self, sorted: KeySet) -> Option<KeySet> {
+        let path = self.spill.dir.join(format!("run-{}.keys", self.paths.len()));
+        let written = create_dir(&self.spill.dir).and_then(|()| {
+            write_keys(
+                &path,
+                sorted.len() as u64,
+                sorted.key_bytes(),
+                || (0..sorted.len()).map(|i| (sorted.fingerprint(i), sorted.key(i))),
+                false,
+            )
+        });
+        match written {
+            Ok(()) => {
+                self.paths.push(path);
+                None
+            }
+            Err(error) => {
+                self.error = Some(error);
+                Some(sorted)
+            }
+        }
+    }
+
+    /// Whether writing a run failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Whether any run was written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Merges the runs into one snapshot file, flushed to disk, and reads it in place; the
+    /// runs are removed.
+    pub(crate) fn merge(self) -> Result<KeySet, SnapshotError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let runs = self
+            .paths
+            .iter()
+            .map(|path| MappedKeySet::open_streamed(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut count, mut bytes) = (0_u64, 0_u64);
+        for (_, key) in merged(&runs) {
+            count += 1;
+            bytes += key.len() as u64;
+        }
+        let path = self.spill.dir.join("merged.keys");
+        write_keys(&path, count, bytes, || merged(&runs), true)?;
+        drop(runs);
+        for run in &self.paths {
+            std::fs::remove_file(run)
+                .map_err(|source| SnapshotError::Io { path: run.clone(), source })?;
+        }
+        Ok(KeySet::from_file(MappedKeySet::open_streamed(&path)?))
+    }
+}
+
+/// The keys of sorted `runs`, in order, each once; the runs' pages are let go behind the scan.
+fn merged(runs: &[MappedKeySet]) -> impl Iterator<Item = (u128, &[u8])> + '_ {
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (run, keys) in runs.iter().enumerate() {
+        if !keys.is_empty() {
+            heap.push(Reverse((keys.fingerprint(0), keys.key(0), run, 0_usize)));
+        }
+    }
+    let mut last: Option<(u128, &[u8])> = None;
+    std::iter::from_fn(move || loop {
+        let Reverse((fingerprint, key, run, index)) = heap.pop()?;
+        let keys = &runs[run];
+        let next = index + 1;
+        if next < keys.len() {
+            heap.push(Reverse((keys.fingerprint(next), keys.key(next), run, next)));
+        }
+        if next % RELEASE_STEP == 0 || next == keys.len() {
+            keys.release(next.saturating_sub(RELEASE_STEP)..next);
+        }
+        if last == Some((fingerprint, key)) {
+            continue;
+        }
+        last = Some((fingerprint, key));
+        return Some((fingerprint, key));
+    })
+}
+
+/// Creates the spill folder, readable by its owner only (the runs hold member keys).
+fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| SnapshotError::Io { path: dir.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{Committed, Delta, KeySetBuilder};
+
+    fn texts(set: &KeySet) -> Vec<String> {
+        set.iter().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_spilled_set_equals_the_set_built_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // Duplicates far apart land in different runs: the merge drops them.
+        let keys: Vec<String> = (0..20_000).map(|i| format!("member-{}", i % 15_000)).collect();
+        let mut builder = KeySetBuilder::spilling(Spill::new(dir.path().join("spill"), 64 << 10));
+        for key in &keys {
+            builder.push(key.as_bytes());
+        }
+        assert_eq!(builder.len(), 20_000);
+        let spilled = builder.finish().unwrap();
+        assert!(spilled.is_on_disk());
+        let in_memory = KeySet::from_keys(&keys);
+        assert_eq!(spilled.len(), 15_000);
+        assert_eq!(spilled, in_memory);
+        assert_eq!(spilled.key_bytes(), in_memory.key_bytes());
+        assert!(spilled.contains(b"member-14999") && !spilled.contains(b"member-15000"));
+        // Only the merged file is left.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("spill"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["merged.keys"]);
+        // It is a snapshot file like any other: the journal can keep it.
+        let copy = dir.path().join("copy.keys");
+        spilled.write_file(&copy).unwrap();
+        assert_eq!(KeySet::read_file(&copy).unwrap(), in_memory);
+    }
+
+    #[test]
+    fn a_builder_under_its_threshold_never_touches_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = KeySetBuilder::spilling(Spill::new(dir.path().join("spill"), 1 << 20));
+        builder.push(b"a");
+        let set = builder.finish().unwrap();
+        assert!(!set.is_on_disk());
+        assert!(!dir.path().join("spill").exists());
+    }
+
+    #[test]
+    fn a_run_that_cannot_be_written_fails_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, b"not a folder").unwrap();
+        let mut builder = KeySetBuilder::spilling(Spill::new(blocked.join("spill"), 100));
+        for i in 0..100 {
+            builder.push(format!("k{i}").as_bytes());
+        }
+        assert!(matches!(builder.finish(), Err(SnapshotError::Io { .. })));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A probe that spills its adds gives the delta of one that does not.
+        #[test]
+        fn spilling_changes_no_delta(
+            members in proptest::collection::btree_set("[a-z0-9]{1,12}", 0..300),
+            current in proptest::collection::vec("[a-z0-9]{1,12}", 0..600),
+            chunk in 1_usize..2_000,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let base = dir.path().join("base.keys");
+            KeySet::from_keys(&members).write_file(&base).unwrap();
+            let committed =
+                || Committed::new(MappedKeySet::open(&base).unwrap(), Delta::default());
+            let mut plain = committed().into_probe();
+            let mut spilling = committed().into_probe();
+            spilling.spill_to(Spill::new(dir.path().join("spill"), chunk));
+            for key in &current {
+                plain.offer(key.as_bytes());
+                spilling.offer(key.as_bytes());
+            }
+            let (_, expected) = plain.finish().unwrap();
+            let (_, delta) = spilling.finish().unwrap();
+            prop_assert_eq!(texts(&delta.adds), texts(&expected.adds));
+            prop_assert_eq!(&delta, &expected);
+            let wanted: BTreeSet<&String> = current.iter().filter(|k| !members.contains(*k)).collect();
+            prop_assert_eq!(delta.adds.len(), wanted.len());
+        }
+    }
+}
