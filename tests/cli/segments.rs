@@ -607,3 +607,46 @@ async fn hostile_keys_arrive_exactly_through_batches_and_imports() {
         assert_eq!(output.status.code(), Some(0), "through {name}\n{}", describe(&output));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_past_the_memory_budget_spill_to_disk_and_survive_kill_9() {
+    // The smallest budget (64 MiB) spills past 2 MiB of new members: 150 000 keys of 33 bytes
+    // make three runs or more, and a churn of 45 000 keys spills too.
+    let sync = SEGMENT_SYNC.replace("batch_size = 100", "batch_size = 1000");
+    let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
+    let config = project.path().join("ldsync.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[limits]\nmemory_budget_mib = 64\n");
+    std::fs::write(&config, text).unwrap();
+    DuckDbWarehouse::new(project.path()).await;
+    let members = |start: u64| -> BTreeSet<String> {
+        (start..start + 150_000).map(|i| format!("spill-member-{i:020}")).collect()
+    };
+    let set = |start: u64| {
+        format!(
+            "delete from users; insert into users select 'spill-member-' || lpad(i::varchar, 20, '0'), true from range({start}, {}) t(i);",
+            start + 150_000
+        )
+    };
+    let scratch = project.path().join(".ldsync/syncs/members/scratch");
+    let mut rng = SmallRng::seed_from_u64(5);
+    for seed in 0..6_u64 {
+        project.duckdb(&set(seed * 45_000)).await;
+        let delay = Duration::from_millis(rng.random_range(50..1_500));
+        let killed = project.run_killed_after(&["run"], delay).await;
+        eprintln!("seed {seed}: {} after {delay:?}", if killed { "killed" } else { "finished" });
+    }
+    let output = project.ldsync(&["run"]).await;
+    assert_success(&output);
+    assert_eq!(project.members("members"), members(5 * 45_000), "{}", describe(&output));
+    // A clean run leaves no scratch files, and clears those of killed runs.
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+    // Spilled or not, the next run diffs against what was committed.
+    project.duckdb(&set(6 * 45_000)).await;
+    let output = project.ldsync(&["run"]).await;
+    assert_success(&output);
+    assert_eq!(project.members("members"), members(6 * 45_000), "{}", describe(&output));
+}

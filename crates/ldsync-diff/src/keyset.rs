@@ -173,7 +173,7 @@ pub struct KeySet {
     ends: Vec<u64>,
     fingerprints: Vec<u128>,
     /// The file that holds the keys instead, when they spilled to disk (the vectors are empty).
-    file: Option<Arc<MappedKeySet>>,
+    pub(crate) file: Option<Arc<MappedKeySet>>,
 }
 
 impl PartialEq for KeySet {

@@ -135,6 +135,9 @@ impl KeySet {
     ///
     /// When the file cannot be written.
     pub fn write_file(&self, path: &Path) -> Result<(), SnapshotError> {
+        if let Some(file) = &self.file {
+            return file.write_file(path);
+        }
         write_sorted(path, self.len() as u64, self.key_bytes(), || {
             (0..self.len()).map(|i| (self.fingerprint(i), self.key(i)))
         })
@@ -227,6 +230,8 @@ pub struct MappedKeySet {
     map: Option<memmap2::Mmap>,
     /// The file, for reading a few keys without mapping their pages in.
     file: Option<File>,
+    /// Where the file is (empty for the empty set).
+    path: PathBuf,
     layout: Layout,
 }
 
@@ -293,7 +298,7 @@ impl MappedKeySet {
         if release {
             self::release(&map, layout.ends_at..layout.arena_at);
         }
-        let set = Self { map: Some(map), file: Some(file), layout };
+        let set = Self { map: Some(map), file: Some(file), path: path.to_path_buf(), layout };
         check_order(&set, layout.arena_len as u64, release)
             .map_err(|reason| corrupt(reason.to_owned()))?;
         Ok(set)
@@ -352,6 +357,28 @@ impl MappedKeySet {
     /// The keys, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         (0..self.len()).map(|index| self.key(index))
+    }
+
+    /// Puts the same file at `path` too, flushed to disk: a second name for it where the
+    /// folder allows, a copy made by the kernel otherwise. The keys never pass through this
+    /// process's memory.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be linked nor copied.
+    pub fn write_file(&self, path: &Path) -> Result<(), SnapshotError> {
+        let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+        if self.map.is_none() {
+            return KeySet::default().write_file(path);
+        }
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(io(error)),
+            _ => {}
+        }
+        if std::fs::hard_link(&self.path, path).is_err() {
+            std::fs::copy(&self.path, path).map_err(io)?;
+        }
+        File::open(path).and_then(|file| file.sync_all()).map_err(io)
     }
 }
 

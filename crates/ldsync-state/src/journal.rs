@@ -39,6 +39,7 @@ pub struct Plan<T> {
 pub struct Journal {
     dir: PathBuf,
     snapshots: PathBuf,
+    scratch: PathBuf,
     /// The shared store each promise is published to, when the state has one.
     publisher: Option<Publisher>,
 }
@@ -48,6 +49,7 @@ impl Journal {
         Self {
             dir: sync_dir.join("pending"),
             snapshots: sync_dir.join("snapshots"),
+            scratch: sync_dir.join("scratch"),
             publisher: None,
         }
     }
@@ -74,6 +76,44 @@ impl Journal {
     /// its owner only; write targets before [`Journal::begin`].
     pub fn write_target(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomically(&self.target_path(name)?, bytes)
+    }
+
+    /// A folder for one run's scratch files (keys spilled to disk), unique to this process
+    /// and call; it is not created here, and the run removes it when done. Scratch files are
+    /// never part of a plan: a plan keeps what it needs under its own name.
+    pub fn scratch_dir(&self) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.scratch.join(format!("{}-{call}", std::process::id()))
+    }
+
+    /// Removes the scratch folders of processes that are gone (killed mid-run); those of
+    /// live processes (a `plan` running beside the run) stay.
+    pub fn clear_scratch(&self) -> Result<()> {
+        let entries = match fs::read_dir(&self.scratch) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(io(&self.scratch)(error)),
+        };
+        for entry in entries {
+            let path = entry.map_err(io(&self.scratch))?.path();
+            let owner = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let alive = owner.is_some_and(|pid| {
+                pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !alive {
+                match fs::remove_dir_all(&path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(io(&path)(error)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where the committed snapshot called `name` lives (it may not exist yet).
@@ -319,6 +359,24 @@ pub fn sync_dir(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_of_dead_processes_is_cleared_and_of_live_ones_kept() {
+        let temp = tempfile::tempdir().unwrap();
+        let journal = Journal::new(temp.path());
+        journal.clear_scratch().unwrap(); // nothing there yet
+        let mine = journal.scratch_dir();
+        assert_ne!(mine, journal.scratch_dir(), "each call has a folder of its own");
+        // No process has the largest pid there is.
+        let dead = temp.path().join(format!("scratch/{}-0", u32::MAX));
+        for dir in [&mine, &dead] {
+            fs::create_dir_all(dir.join("0")).unwrap();
+            fs::write(dir.join("0/run-0.keys"), b"keys").unwrap();
+        }
+        journal.clear_scratch().unwrap();
+        assert!(mine.exists());
+        assert!(!dead.exists());
+    }
 
     #[test]
     fn a_plan_survives_until_committed() {

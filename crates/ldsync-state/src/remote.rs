@@ -82,9 +82,11 @@ fn walk(dir: &Path, prefix: &str, found: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Whether a file stays out of the shared copy: the lock file, and temporary files.
+/// Whether a file stays out of the shared copy: the lock file, temporary files, and a run's
+/// scratch files (keys spilled to disk while it runs).
 pub fn is_local_only(relative: &str) -> bool {
     relative == crate::lock::LOCK_FILE
+        || relative.starts_with("scratch/")
         || Path::new(relative).extension().is_some_and(|ext| ext.eq_ignore_ascii_case("tmp"))
 }
 
@@ -97,7 +99,14 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path();
         std::fs::create_dir_all(dir.join("snapshots/beta")).unwrap();
-        for file in ["lock", "runs.jsonl", "snapshots/beta/base-1.keys", "snapshots/x.tmp"] {
+        std::fs::create_dir_all(dir.join("scratch/7-0/0")).unwrap();
+        for file in [
+            "lock",
+            "runs.jsonl",
+            "snapshots/beta/base-1.keys",
+            "snapshots/x.tmp",
+            "scratch/7-0/0/run-0.keys",
+        ] {
             std::fs::write(dir.join(file), b"x").unwrap();
         }
         assert_eq!(shared_files(dir).unwrap(), ["runs.jsonl", "snapshots/beta/base-1.keys"]);

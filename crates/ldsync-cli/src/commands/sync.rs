@@ -354,6 +354,7 @@ pub(crate) async fn one(
             let options = RunOptions {
                 allow_mass_removal: allow.allow_mass_removal,
                 backfill: matches!(mode, Mode::Backfill { .. }),
+                memory_budget_bytes: project.limits.memory_budget_bytes,
                 ..RunOptions::default()
             };
             Report::Segment(if mode.is_plan() {

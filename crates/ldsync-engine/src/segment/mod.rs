@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use ldsync_config::SegmentSpec;
 use ldsync_core::{SegmentKey, Source, SyncName};
-use ldsync_diff::{Committed, Delta, KeySet};
+use ldsync_diff::{Committed, Delta, KeySet, MappedKeySet, Spill};
 use ldsync_launchdarkly::{is_import_conflict, LaunchDarklyClient, NewBigSegment};
 use ldsync_state::{Journal, Plan, Rejection, RunRecord, StateDir};
 use serde::{Deserialize, Serialize};
@@ -62,12 +62,28 @@ pub struct RunOptions {
     pub backfill: bool,
     /// How often a CSV import's status is polled.
     pub import_poll: Duration,
+    /// `[limits] memory_budget_mib`, in bytes: a segment's new members past a share of it
+    /// spill to sorted runs on disk ([`spill_threshold`]).
+    pub memory_budget_bytes: u64,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { allow_mass_removal: false, backfill: false, import_poll: Duration::from_millis(500) }
+        Self {
+            allow_mass_removal: false,
+            backfill: false,
+            import_poll: Duration::from_millis(500),
+            memory_budget_bytes: 1 << 30,
+        }
     }
+}
+
+/// How many bytes of a segment's new members (their bytes plus 24 a key) a run holds in memory
+/// before it sorts them and writes them to a run on disk: a thirty-second of the memory
+/// budget (32 MiB of the default 1 GiB), so that sorting a run, which needs about as much
+/// again, and a run's other holdings stay well inside the budget however large a first load.
+pub fn spill_threshold(memory_budget_bytes: u64) -> usize {
+    usize::try_from(memory_budget_bytes / 32).unwrap_or(usize::MAX).max(1 << 20)
 }
 
 /// What a run planned or did to one segment.
@@ -170,6 +186,20 @@ impl Planned {
     }
 }
 
+/// A run's scratch folder (new members spilled to disk), removed when the run is done with it.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Files of a plan were linked into the journal before this goes: only copies go.
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(folder = %self.0.display(), %error, "Could not remove a run's scratch folder.");
+            }
+        }
+    }
+}
+
 fn delta_file(segment: &str, part: &str) -> String {
     format!("{segment}.{part}")
 }
@@ -215,7 +245,8 @@ impl<S: Source> SegmentSync<'_, S> {
         let journal = self.state.journal(self.name).map_err(self.state_error())?;
         let resumed =
             journal.pending::<SegmentPlan>().map_err(self.state_error())?.map(|plan| plan.run_id);
-        let staged = self.stage_and_diff(&journal, options, false).await;
+        let scratch = Scratch(journal.scratch_dir());
+        let staged = self.stage_and_diff(&journal, &scratch, options, false).await;
         self.progress.finish();
         let (report, _) = staged?;
         Ok(SegmentReport { resumed, ..report })
@@ -277,11 +308,13 @@ impl<S: Source> SegmentSync<'_, S> {
             if store.committed_run().map_err(self.store_error())?.as_deref() == Some(&plan.run_id) {
                 continue; // committed before the crash
             }
+            // Read in place: a first load's adds may be larger than the memory budget.
             let read = |part: &str| -> Result<KeySet> {
                 let path = journal
                     .target_path(&delta_file(&segment.key, part))
                     .map_err(self.state_error())?;
-                KeySet::read_file(&path).map_err(self.snapshot_error())
+                let keys = MappedKeySet::open_streamed(&path).map_err(self.snapshot_error())?;
+                Ok(KeySet::from_file(keys))
             };
             segments.push(Planned {
                 committed: std::sync::Arc::new(store.load().map_err(self.store_error())?),
@@ -318,7 +351,10 @@ impl<S: Source> SegmentSync<'_, S> {
             None => None,
         };
         // 2. Query, stage and diff.
-        let (mut report, planned) = self.stage_and_diff(journal, options, true).await?;
+        journal.clear_scratch().map_err(self.state_error())?;
+        let scratch = Scratch(journal.scratch_dir());
+        let (mut report, planned) =
+            self.stage_and_diff(journal, &scratch, options, true).await?;
         report.resumed = resumed;
         if report.refusal.is_some() {
             report.outcome = RunOutcome::Refused;
@@ -376,9 +412,13 @@ impl<S: Source> SegmentSync<'_, S> {
     async fn stage_and_diff(
         &self,
         journal: &Journal,
+        scratch: &Scratch,
         options: RunOptions,
         keep_hints: bool,
     ) -> Result<(SegmentReport, Vec<Planned>)> {
+        // Each segment's new members spill to a folder of their own past the threshold.
+        let threshold = spill_threshold(options.memory_budget_bytes);
+        let spill = |number: usize| Spill::new(scratch.0.join(number.to_string()), threshold);
         let sync = self.sync();
         let clock = std::time::Instant::now();
         let load = |segment: &str| {
@@ -396,15 +436,24 @@ impl<S: Source> SegmentSync<'_, S> {
                 self.committed_or_repair(loaded, options)
             })
         });
-        let staged =
-            stage::stage(&sync, self.source, self.spec.query.as_str(), fixed, &load, self.progress)
-                .await?;
+        let staged = stage::stage(
+            &sync,
+            self.source,
+            self.spec.query.as_str(),
+            fixed,
+            &load,
+            &spill,
+            self.progress,
+        )
+        .await?;
         let mut segments = staged.segments;
         if self.spec.key.is_none() {
             // A fanned-out segment the query no longer names is emptied, not forgotten.
             for name in journal.snapshot_dirs().map_err(self.state_error())? {
                 if !segments.contains_key(&name) {
-                    segments.insert(name.clone(), load(&name)?.into_probe());
+                    let mut probe = load(&name)?.into_probe();
+                    probe.spill_to(spill(segments.len()));
+                    segments.insert(name.clone(), probe);
                 }
             }
         }
@@ -426,7 +475,10 @@ impl<S: Source> SegmentSync<'_, S> {
             let first_load = !store.exists();
             let arrival = probe.take_arrival_order();
             let stale_hint = probe.hint_is_stale();
-            let (committed, delta) = probe.finish();
+            let (committed, delta) = probe.finish().map_err(self.snapshot_error())?;
+            if delta.adds.is_on_disk() {
+                tracing::debug!(sync = %sync, segment = %key, adds = delta.adds.len(), "The new members passed the memory budget's share and were sorted on disk.");
+            }
             if keep_hints && (arrival.is_some() || stale_hint) {
                 store.update_hint(&committed, arrival.as_deref());
             }

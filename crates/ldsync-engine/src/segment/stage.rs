@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use futures_util::TryStreamExt;
 use ldsync_core::{SegmentKey, Source, TextBatch, TextCell, DEFAULT_BATCH_ROWS};
-use ldsync_diff::{Committed, Probe};
+use ldsync_diff::{Committed, Probe, Spill};
 use ldsync_state::Rejection;
 
 use crate::{Error, Result};
@@ -87,15 +87,22 @@ pub(crate) async fn stage<S: Source>(
     query: &str,
     fixed_segment: Option<(&SegmentKey, impl std::future::Future<Output = Result<Committed>>)>,
     committed: &(dyn Fn(&str) -> Result<Committed> + Sync),
+    spill: &(dyn Fn(usize) -> Spill + Sync),
     progress: &dyn crate::Progress,
 ) -> Result<Staged> {
+    // A segment's probe, spilling its new members to a folder of its own.
+    let probe = |members: Committed, segments: usize| {
+        let mut probe = members.into_probe();
+        probe.spill_to(spill(segments));
+        probe
+    };
     let mut staged = Staged::default();
     let wanted: &[&str] =
         if fixed_segment.is_some() { &["context_key"] } else { &["context_key", "segment_key"] };
     let mut batches = source.fetch_text(query, wanted, DEFAULT_BATCH_ROWS);
     let fixed = match fixed_segment {
         Some((key, members)) => {
-            staged.segments.insert(key.to_string(), members.await?.into_probe());
+            staged.segments.insert(key.to_string(), probe(members.await?, 0));
             Some(key.as_str())
         }
         None => None,
@@ -148,7 +155,8 @@ pub(crate) async fn stage<S: Source>(
                         continue;
                     }
                     let members = committed(segment)?;
-                    staged.segments.insert(segment.to_owned(), members.into_probe());
+                    let number = staged.segments.len();
+                    staged.segments.insert(segment.to_owned(), probe(members, number));
                 }
                 last = Some(segment.to_owned());
             }
