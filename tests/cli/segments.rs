@@ -610,8 +610,8 @@ async fn hostile_keys_arrive_exactly_through_batches_and_imports() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn members_past_the_memory_budget_spill_to_disk_and_survive_kill_9() {
-    // The smallest budget (64 MiB) spills past 2 MiB of new members: 150 000 keys of 33 bytes
-    // make three runs or more, and a churn of 45 000 keys spills too.
+    // The smallest budget (64 MiB) spills past 1 MiB of new members: 150 000 keys of 33 bytes
+    // make five runs or more, and a churn of 45 000 keys spills too.
     let sync = SEGMENT_SYNC.replace("batch_size = 100", "batch_size = 1000");
     let project = Project::new("duckdb = \"warehouse.duckdb\"", &sync).await;
     let config = project.path().join("ldsync.toml");

@@ -433,20 +433,39 @@ pub fn write_applied(path: &Path, base: &MappedKeySet, delta: &Delta) -> Result<
 }
 
 /// The keys of `base` with `delta` applied, in order, streamed from the two.
-pub fn applied<'s>(
-    base: &'s MappedKeySet,
-    delta: &'s Delta,
-) -> impl Iterator<Item = (u128, &'s [u8])> + 's {
-    Applied { base, delta, b: 0, r: 0, a: 0 }
+pub fn applied<'s>(base: &'s MappedKeySet, delta: &'s Delta) -> Applied<'s> {
+    applied_from(base, delta, AppliedAt::default())
 }
 
-/// The keys of a base with a delta applied, in order.
-struct Applied<'s> {
+/// [`applied`], from where an earlier scan of the same two stood ([`Applied::at`]).
+pub fn applied_from<'s>(base: &'s MappedKeySet, delta: &'s Delta, at: AppliedAt) -> Applied<'s> {
+    Applied { base, delta, b: at.base, r: at.removes, a: at.adds }
+}
+
+/// Where a scan of a base with a delta applied stands: what the next key is, for a later scan
+/// to start there ([`applied_from`]) without walking the keys before it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedAt {
+    base: usize,
+    removes: usize,
+    adds: usize,
+}
+
+/// The keys of a base with a delta applied, in order ([`applied`]).
+#[derive(Debug)]
+pub struct Applied<'s> {
     base: &'s MappedKeySet,
     delta: &'s Delta,
     b: usize,
     r: usize,
     a: usize,
+}
+
+impl Applied<'_> {
+    /// Where the scan stands: the next key it yields.
+    pub fn at(&self) -> AppliedAt {
+        AppliedAt { base: self.b, removes: self.r, adds: self.a }
+    }
 }
 
 impl<'s> Iterator for Applied<'s> {

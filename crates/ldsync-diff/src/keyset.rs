@@ -179,9 +179,8 @@ pub struct KeySet {
 impl PartialEq for KeySet {
     fn eq(&self, other: &Self) -> bool {
         self.len() == other.len()
-            && (0..self.len()).all(|i| {
-                self.fingerprint(i) == other.fingerprint(i) && self.key(i) == other.key(i)
-            })
+            && (0..self.len())
+                .all(|i| self.fingerprint(i) == other.fingerprint(i) && self.key(i) == other.key(i))
     }
 }
 

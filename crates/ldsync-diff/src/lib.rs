@@ -26,7 +26,9 @@ mod merge;
 mod snapshot;
 mod spill;
 
-pub use committed::{applied, write_applied, Committed, Delta, Probe};
+pub use committed::{
+    applied, applied_from, write_applied, Applied, AppliedAt, Committed, Delta, Probe,
+};
 pub use hint::{write_hint, ArrivalHint};
 pub use index::Index;
 pub use keyset::{fingerprint, KeySet, KeySetBuilder, SortedKeys};

@@ -396,10 +396,14 @@ impl SortedKeys for MappedKeySet {
             let arena_start = if start == 0 { 0 } else { self.layout.end(map, start - 1) };
             let arena_end = self.layout.end(map, end - 1);
             release(map, self.layout.ends_at + 8 * start..self.layout.ends_at + 8 * end);
-            #[expect(clippy::cast_possible_truncation, reason = "checked against the file's length")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "checked against the file's length"
+            )]
             release(
                 map,
-                self.layout.arena_at + arena_start as usize..self.layout.arena_at + arena_end as usize,
+                self.layout.arena_at + arena_start as usize
+                    ..self.layout.arena_at + arena_end as usize,
             );
         }
     }

@@ -20,7 +20,7 @@ use ldsync_state::{Journal, Plan, Rejection, RunRecord, StateDir};
 use serde::{Deserialize, Serialize};
 
 use self::{
-    batches::{csv, import_batches, member_batches, Batch},
+    batches::{csv, import_batches, member_batches, Batch, Sources},
     store::{SegmentStore, StoreError},
 };
 use crate::{Error, Result, RunId, RunOutcome};
@@ -79,11 +79,12 @@ impl Default for RunOptions {
 }
 
 /// How many bytes of a segment's new members (their bytes plus 24 a key) a run holds in memory
-/// before it sorts them and writes them to a run on disk: a thirty-second of the memory
-/// budget (32 MiB of the default 1 GiB), so that sorting a run, which needs about as much
-/// again, and a run's other holdings stay well inside the budget however large a first load.
+/// before it sorts them and writes them to a run on disk: a sixty-fourth of the memory budget
+/// (16 MiB of the default 1 GiB, at least 1 MiB). Sorting a run needs about as much again, and
+/// a first load of a million members makes three runs, so a run's memory stays well inside
+/// the budget, and inside PRODUCT.md's 1.5 x the raw keys + 64 MiB, however large the load.
 pub fn spill_threshold(memory_budget_bytes: u64) -> usize {
-    usize::try_from(memory_budget_bytes / 32).unwrap_or(usize::MAX).max(1 << 20)
+    usize::try_from(memory_budget_bytes / 64).unwrap_or(usize::MAX).max(1 << 20)
 }
 
 /// What a run planned or did to one segment.
@@ -170,14 +171,16 @@ impl Planned {
     /// new membership's delta against the base when the segment goes by import.
     fn batches<'a>(&'a self, target: Option<&'a Delta>) -> Vec<Batch<'a>> {
         match target {
-            Some(composed) => import_batches(
-                &self.key,
-                ldsync_diff::applied(self.committed.base(), composed).map(|(_, key)| key),
-            ),
+            Some(composed) => import_batches(&self.key, self.committed.base(), composed),
             None => {
                 member_batches(&self.key, &self.delta.adds, &self.delta.removes, self.batch_size)
             }
         }
+    }
+
+    /// Where the batches' keys are read from.
+    fn sources<'a>(&'a self, target: Option<&'a Delta>) -> Sources<'a> {
+        Sources { base: self.committed.base(), delta: &self.delta, target }
     }
 
     /// For an import, the new membership as one delta against the base.
@@ -353,8 +356,7 @@ impl<S: Source> SegmentSync<'_, S> {
         // 2. Query, stage and diff.
         journal.clear_scratch().map_err(self.state_error())?;
         let scratch = Scratch(journal.scratch_dir());
-        let (mut report, planned) =
-            self.stage_and_diff(journal, &scratch, options, true).await?;
+        let (mut report, planned) = self.stage_and_diff(journal, &scratch, options, true).await?;
         report.resumed = resumed;
         if report.refusal.is_some() {
             report.outcome = RunOutcome::Refused;
@@ -637,6 +639,7 @@ impl<S: Source> SegmentSync<'_, S> {
             };
             let target = segment.import_target();
             let batches = segment.batches(target.as_deref());
+            let sources = segment.sources(target.as_deref());
             if batches.iter().all(|batch| acked.contains(batch.id())) {
                 continue;
             }
@@ -656,7 +659,7 @@ impl<S: Source> SegmentSync<'_, S> {
             loop {
                 while sending.len() < concurrency {
                     let Some(batch) = waiting.next() else { break };
-                    sending.push_back(self.deliver_batch(&segment.key, batch, options));
+                    sending.push_back(self.deliver_batch(&segment.key, batch, sources, options));
                 }
                 let Some(sent) = sending.next().await else { break };
                 let batch = sent.map_err(ld_error)?;
@@ -675,24 +678,29 @@ impl<S: Source> SegmentSync<'_, S> {
         &self,
         segment: &str,
         batch: &'b Batch<'b>,
+        sources: Sources<'b>,
         options: RunOptions,
     ) -> Result<&'b Batch<'b>, ldsync_launchdarkly::Error> {
-        self.deliver(segment, batch, options).await.map(|()| batch)
+        self.deliver(segment, batch, sources, options).await.map(|()| batch)
     }
 
     async fn deliver(
         &self,
         segment: &str,
         batch: &Batch<'_>,
+        sources: Sources<'_>,
         options: RunOptions,
     ) -> Result<(), ldsync_launchdarkly::Error> {
         let (project, environment) = (self.project, self.environment);
+        // The keys are read now, one batch at a time, never the whole plan's.
+        let keys = batch.keys(sources);
         match batch {
-            Batch::Members { change, keys, .. } => {
-                self.client.update_members(project, environment, segment, *change, keys).await
+            Batch::Members { change, .. } => {
+                self.client.update_members(project, environment, segment, *change, &keys).await
             }
-            Batch::Import { mode, keys, .. } => {
-                let file = bytes::Bytes::from(csv(keys));
+            Batch::Import { mode, .. } => {
+                let file = bytes::Bytes::from(csv(&keys));
+                drop(keys);
                 let id = loop {
                     match self
                         .client
