@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use crate::{
-    fingerprint, keyset::RELEASE_STEP, merge::order, write_sorted, ArrivalHint, Index, KeySet,
-    KeySetBuilder, MappedKeySet, SnapshotError, SortedKeys,
+    fingerprint, keyset::RELEASE_STEP, merge::order, write_sorted, Arrival, ArrivalHint,
+    ArrivalLog, Index, KeySet, KeySetBuilder, MappedKeySet, SnapshotError, SortedKeys,
 };
 
 /// The members a run adds and removes, each set ordered by (fingerprint, bytes).
@@ -115,10 +115,9 @@ impl Committed {
     /// The membership `base` with `delta` applied (the delta's adds are not in the base, its
     /// removes are).
     pub fn new(base: MappedKeySet, delta: Delta) -> Self {
-        let base_index = Index::build(&base);
-        // Checking the base and indexing it read all its fingerprints and key ends; a probe
-        // reads few of them again (the hint places most keys): let their pages go.
-        base.release(0..base.len());
+        // Built as the file was checked, in one pass that let the pages go behind it: a probe
+        // reads few of them again (the hint places most keys).
+        let base_index = base.index().clone();
         Self {
             base_index,
             adds_index: Index::build(&delta.adds),
@@ -166,7 +165,7 @@ impl Committed {
     pub fn into_probe(self) -> Probe {
         // Without a hint, the run records the order it sees the base's keys in, for the next.
         let arrival = (self.hint.is_none() && !self.base.is_empty())
-            .then(|| Vec::with_capacity(self.base.len()));
+            .then(|| Arrival::Listed(Vec::with_capacity(self.base.len())));
         // The base positions of the delta's removes, found once here rather than looked up
         // for every key the hint places.
         let mut removed =
@@ -215,7 +214,7 @@ fn marked(bits: &[u64], position: usize) -> bool {
 pub struct Probe {
     committed: Committed,
     /// The base keys seen, in order, as (fingerprint, position), when there is no hint.
-    arrival: Option<Vec<([u8; 16], u32)>>,
+    arrival: Option<Arrival>,
     /// The base positions of the committed delta's removes (empty when it has none).
     removed: Vec<u64>,
     /// The next entry of the hint.
@@ -341,7 +340,7 @@ impl Probe {
                         clippy::cast_possible_truncation,
                         reason = "a base holds < 2^32 keys"
                     )]
-                    arrival.push((fp.to_le_bytes(), position as u32));
+                    arrival.push(fp, position as u32);
                 }
                 // Lost our place in the hint: the next key is likely the one after this.
                 if let Some(entry) = committed.hint.as_ref().and_then(|h| h.entry_of(position)) {
@@ -353,8 +352,8 @@ impl Probe {
     }
 
     /// The order the base's keys arrived in, when this probe recorded it (there was no hint):
-    /// for [`crate::write_hint`].
-    pub fn take_arrival_order(&mut self) -> Option<Vec<([u8; 16], u32)>> {
+    /// for [`Arrival::write_hint`].
+    pub fn take_arrival_order(&mut self) -> Option<Arrival> {
         self.arrival.take()
     }
 
@@ -376,7 +375,19 @@ impl Probe {
 
     /// From now on, hold at most `spill`'s threshold of new keys in memory, and write the rest
     /// to sorted runs on disk (a first load of a large segment).
+    ///
+    /// The order of the base's keys, when the probe records it, is written to the same folder
+    /// as the keys come, rather than held.
     pub fn spill_to(&mut self, spill: crate::Spill) {
+        if matches!(&self.arrival, Some(Arrival::Listed(order)) if order.is_empty()) {
+            // A log that cannot be started leaves the order in memory: a hint is never an error.
+            let log = crate::spill::create_dir(spill.dir())
+                .ok()
+                .and_then(|()| ArrivalLog::create(spill.dir().join("arrival.order")).ok());
+            if let Some(log) = log {
+                self.arrival = Some(Arrival::Logged(log));
+            }
+        }
         self.new.spill_to(spill);
     }
 
@@ -574,7 +585,7 @@ mod tests {
             // or reversed, give the same delta with it; so does a hint that was damaged.
             if let Some(arrival) = arrival {
                 let hint = dir.path().join("hint.order");
-                crate::write_hint(&hint, committed.base(), &arrival).unwrap();
+                arrival.write_hint(&hint, committed.base()).unwrap();
                 let keys: Vec<&String> = query.iter().flatten().collect();
                 for reversed in [false, true] {
                     let hinted = Committed::new(

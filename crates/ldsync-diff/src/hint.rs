@@ -15,9 +15,9 @@
 
 use std::{
     fs::File,
-    io::{BufReader, BufWriter, Read, Write},
+    io::{BufReader, BufWriter, Read, Seek, Write},
     os::unix::fs::OpenOptionsExt,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use xxhash_rust::xxh3::Xxh3;
@@ -147,13 +147,7 @@ pub fn write_hint(
     order: &[([u8; 16], u32)],
 ) -> std::io::Result<()> {
     let temporary = path.with_extension("tmp");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = create_private(&temporary)?;
     let mut hash = Xxh3::new();
     let mut put = |bytes: &[u8], out: &mut BufWriter<File>| {
         hash.update(bytes);
@@ -170,4 +164,110 @@ pub fn write_hint(
     out.write_all(&hash.digest().to_le_bytes())?;
     out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
     std::fs::rename(&temporary, path)
+}
+
+/// A new file at `path`, readable by its owner only (hints name member positions and
+/// fingerprints), behind a buffer.
+fn create_private(path: &Path) -> std::io::Result<BufWriter<File>> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
+}
+
+/// The order a run sees a base's keys in, recorded for the next run's hint: in memory, or
+/// written to a file as the keys come (a probe that spills, [`crate::Probe::spill_to`]: ten
+/// million members would otherwise hold 200 MB for it).
+#[derive(Debug)]
+pub enum Arrival {
+    /// The (fingerprint, position) of each base key seen, in order.
+    Listed(Vec<([u8; 16], u32)>),
+    /// The same, in a file.
+    Logged(ArrivalLog),
+}
+
+impl Arrival {
+    pub(crate) fn push(&mut self, fingerprint: u128, position: u32) {
+        match self {
+            Self::Listed(order) => order.push((fingerprint.to_le_bytes(), position)),
+            Self::Logged(log) => log.push(fingerprint, position),
+        }
+    }
+
+    /// Writes the hint at `path` for `base` (see [`write_hint`]).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_hint(self, path: &Path, base: &MappedKeySet) -> std::io::Result<()> {
+        match self {
+            Self::Listed(order) => write_hint(path, base, &order),
+            Self::Logged(log) => log.finish(path, base),
+        }
+    }
+}
+
+/// A hint written as the keys arrive: the entries after a blank header, which
+/// [`ArrivalLog::finish`] fills in before it checksums the file and renames it into place.
+#[derive(Debug)]
+pub struct ArrivalLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    count: u64,
+    /// The first failure to write; the hint is then not written (a hint is never an error).
+    error: Option<std::io::Error>,
+}
+
+impl ArrivalLog {
+    /// Starts a log at `path` (a scratch file; [`ArrivalLog::finish`] renames it).
+    pub(crate) fn create(path: PathBuf) -> std::io::Result<Self> {
+        let mut out = create_private(&path)?;
+        out.write_all(&[0; HEADER_LEN])?;
+        Ok(Self { path, out, count: 0, error: None })
+    }
+
+    fn push(&mut self, fingerprint: u128, position: u32) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut entry = [0_u8; ENTRY_LEN];
+        entry[..16].copy_from_slice(&fingerprint.to_le_bytes());
+        entry[16..].copy_from_slice(&position.to_le_bytes());
+        match self.out.write_all(&entry) {
+            Ok(()) => self.count += 1,
+            Err(error) => self.error = Some(error),
+        }
+    }
+
+    /// Fills in the header, appends the checksum (the file is read back once, from the page
+    /// cache) and renames the log to `path`; not flushed to disk, like [`write_hint`].
+    fn finish(self, path: &Path, base: &MappedKeySet) -> std::io::Result<()> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let mut file = self.out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        let mut header = [0_u8; HEADER_LEN];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        header[12..20].copy_from_slice(&base.checksum().to_le_bytes());
+        header[20..28].copy_from_slice(&self.count.to_le_bytes());
+        file.rewind()?;
+        file.write_all(&header)?;
+        let mut reader = File::open(&self.path)?;
+        let mut hash = Xxh3::new();
+        let mut buffer = vec![0_u8; 256 << 10];
+        loop {
+            let read = reader.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hash.update(&buffer[..read]);
+        }
+        file.seek(std::io::SeekFrom::End(0))?;
+        file.write_all(&hash.digest().to_le_bytes())?;
+        std::fs::rename(&self.path, path)
+    }
 }

@@ -32,7 +32,20 @@ impl Index {
     ///
     /// When `keys` holds 2^32 keys or more (snapshot files refuse those).
     pub fn build(keys: &impl SortedKeys) -> Self {
-        let len = keys.len();
+        let mut index = Self::counting(keys.len());
+        for position in 0..keys.len() {
+            index.count(keys.fingerprint(position));
+        }
+        index.counted()
+    }
+
+    /// An empty directory for `len` keys, to be given each fingerprint ([`Index::count`]) and
+    /// finished ([`Index::counted`]): for a pass that reads the fingerprints anyway.
+    ///
+    /// # Panics
+    ///
+    /// When `len` is 2^32 or more.
+    pub(crate) fn counting(len: usize) -> Self {
         assert!(u32::try_from(len).is_ok(), "an index spans fewer than 2^32 keys");
         let bits = if len <= 1 {
             0
@@ -41,15 +54,21 @@ impl Index {
                 .saturating_sub(KEYS_PER_BUCKET_BITS)
                 .min(MAX_BITS)
         };
-        let mut index = Self { bits, starts: vec![0; (1 << bits) + 1] };
-        for position in 0..len {
-            let bucket = index.bucket(keys.fingerprint(position));
-            index.starts[bucket + 1] += 1;
+        Self { bits, starts: vec![0; (1 << bits) + 1] }
+    }
+
+    /// Counts one key's fingerprint, in the set's order.
+    pub(crate) fn count(&mut self, fingerprint: u128) {
+        let bucket = self.bucket(fingerprint);
+        self.starts[bucket + 1] += 1;
+    }
+
+    /// The directory, once every fingerprint was counted.
+    pub(crate) fn counted(mut self) -> Self {
+        for bucket in 1..self.starts.len() {
+            self.starts[bucket] += self.starts[bucket - 1];
         }
-        for bucket in 1..index.starts.len() {
-            index.starts[bucket] += index.starts[bucket - 1];
-        }
-        index
+        self
     }
 
     fn bucket(&self, fingerprint: u128) -> usize {

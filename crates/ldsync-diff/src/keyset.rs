@@ -262,7 +262,7 @@ impl KeySet {
         }
         check_ends(ends.len(), arena.len() as u64, |i| ends[i])?;
         let set = Self { arena, ends, fingerprints, file: None };
-        check_order(&set, set.arena.len() as u64, false)?;
+        check_order(&set, set.arena.len() as u64)?;
         Ok(set)
     }
 
@@ -399,17 +399,9 @@ pub(crate) fn check_ends(
 
 /// Checks that `keys` are strictly ordered by (fingerprint, bytes); `arena_len` is the total
 /// of their lengths as the file or the set claims it.
-/// With `release`, the pages behind the check are let go as it goes.
-pub(crate) fn check_order(
-    keys: &impl SortedKeys,
-    arena_len: u64,
-    release: bool,
-) -> Result<(), &'static str> {
+pub(crate) fn check_order(keys: &impl SortedKeys, arena_len: u64) -> Result<(), &'static str> {
     let mut total = 0_u64;
     for index in 0..keys.len() {
-        if release && index % RELEASE_STEP == 0 && index > 0 {
-            keys.release(index - RELEASE_STEP..index);
-        }
         total += keys.key(index).len() as u64;
         if index > 0 {
             let (before, here) = (keys.fingerprint(index - 1), keys.fingerprint(index));
@@ -417,9 +409,6 @@ pub(crate) fn check_order(
                 return Err("keys out of order");
             }
         }
-    }
-    if release {
-        keys.release(keys.len().saturating_sub(RELEASE_STEP)..keys.len());
     }
     if total == arena_len {
         Ok(())

@@ -29,7 +29,7 @@ mod spill;
 pub use committed::{
     applied, applied_from, write_applied, Applied, AppliedAt, Committed, Delta, Probe,
 };
-pub use hint::{write_hint, ArrivalHint};
+pub use hint::{write_hint, Arrival, ArrivalHint, ArrivalLog};
 pub use index::Index;
 pub use keyset::{fingerprint, KeySet, KeySetBuilder, SortedKeys};
 pub use merge::{diff, Diff};

@@ -18,10 +18,7 @@ use std::{
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::{
-    keyset::{check_ends, check_order},
-    KeySet, SortedKeys,
-};
+use crate::{keyset::RELEASE_STEP, Index, KeySet, SortedKeys};
 
 const MAGIC: &[u8; 8] = b"LDSYNCKS";
 const VERSION: u32 = 2;
@@ -233,6 +230,7 @@ pub struct MappedKeySet {
     /// Where the file is (empty for the empty set).
     path: PathBuf,
     layout: Layout,
+    index: Index,
 }
 
 impl MappedKeySet {
@@ -242,33 +240,27 @@ impl MappedKeySet {
     }
 
     /// Maps and checks the snapshot file at `path`: its checksum (read through a small buffer,
-    /// so that checking maps nothing), its sizes and its order.
+    /// so that checking maps nothing), its sizes and its order; and builds its directory
+    /// ([`MappedKeySet::index`]) in the same pass.
+    ///
+    /// The pass lets the pages it read go behind it: a run reads a base's pages again only for
+    /// the keys it looks up, and a spilled delta front to back, a batch at a time, so the file
+    /// never counts whole in the process's memory. Scans should do the same
+    /// ([`SortedKeys::release`]).
     ///
     /// # Errors
     ///
     /// When the file cannot be read, or is not an intact snapshot.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
-        Self::open_checked(path, false)
-    }
-
-    /// [`MappedKeySet::open`] for a file read front to back, a few times at most (a delta that
-    /// spilled to disk): the order check lets the pages go behind it, and so should every scan
-    /// ([`SortedKeys::release`]), so that the file never counts whole in the run's memory.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be read, or is not an intact snapshot.
-    pub fn open_streamed(path: &Path) -> Result<Self, SnapshotError> {
-        Self::open_checked(path, true)
-    }
-
-    fn open_checked(path: &Path, release: bool) -> Result<Self, SnapshotError> {
         let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
-        let corrupt = |reason: String| SnapshotError::Corrupt { path: path.to_path_buf(), reason };
+        let corrupt = |reason: &str| SnapshotError::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.to_owned(),
+        };
         let file = File::open(path).map_err(io)?;
         let length = file.metadata().map_err(io)?.len();
         if length < (HEADER_LEN + 8) as u64 {
-            return Err(corrupt("not an ldsync snapshot".to_owned()));
+            return Err(corrupt("not an ldsync snapshot"));
         }
         let mut reader = BufReader::with_capacity(256 << 10, &file);
         let mut hash = Xxh3::new();
@@ -278,7 +270,7 @@ impl MappedKeySet {
             let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
             let read = reader.read(&mut buffer[..want]).map_err(io)?;
             if read == 0 {
-                return Err(corrupt("truncated while being read".to_owned()));
+                return Err(corrupt("truncated while being read"));
             }
             hash.update(&buffer[..read]);
             left -= read as u64;
@@ -286,22 +278,60 @@ impl MappedKeySet {
         let mut checksum = [0_u8; 8];
         reader.read_exact(&mut checksum).map_err(io)?;
         if hash.digest().to_le_bytes() != checksum {
-            return Err(corrupt("checksum mismatch (truncated or altered)".to_owned()));
+            return Err(corrupt("checksum mismatch (truncated or altered)"));
         }
         // SAFETY: the file is ldsync's own, written once under a new name and never changed in
         // place; the sync's lock keeps other ldsync processes from replacing it meanwhile.
         #[allow(unsafe_code, reason = "mapping a file is unsafe by the type system's rules")]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let layout = Layout::parse(&map).map_err(corrupt)?;
-        check_ends(layout.count, layout.arena_len as u64, |i| layout.end(&map, i))
-            .map_err(|reason| corrupt(reason.to_owned()))?;
-        if release {
-            self::release(&map, layout.ends_at..layout.arena_at);
-        }
-        let set = Self { map: Some(map), file: Some(file), path: path.to_path_buf(), layout };
-        check_order(&set, layout.arena_len as u64, release)
-            .map_err(|reason| corrupt(reason.to_owned()))?;
+        let layout = Layout::parse(&map).map_err(|reason| corrupt(&reason))?;
+        let mut set = Self {
+            map: Some(map),
+            file: Some(file),
+            path: path.to_path_buf(),
+            layout,
+            index: Index::default(),
+        };
+        set.index = set.check().map_err(corrupt)?;
         Ok(set)
+    }
+
+    /// One pass over the fingerprints and key ends: every end inside the arena and none going
+    /// back, the keys strictly ordered, and the directory counted; pages let go behind it.
+    fn check(&self) -> Result<Index, &'static str> {
+        let bytes = self.bytes();
+        let (count, arena_len) = (self.layout.count, self.layout.arena_len as u64);
+        let mut index = Index::counting(count);
+        let mut start = 0;
+        for i in 0..count {
+            if i > 0 && i % RELEASE_STEP == 0 {
+                self.release(i - RELEASE_STEP..i);
+            }
+            // The key's end is checked before the key is read.
+            let end = self.layout.end(bytes, i);
+            if end < start || end > arena_len {
+                return Err("key offsets out of range");
+            }
+            start = end;
+            let here = Layout::fingerprint(bytes, i);
+            if i > 0 {
+                let before = Layout::fingerprint(bytes, i - 1);
+                if before > here || (before == here && self.key(i - 1) >= self.key(i)) {
+                    return Err("keys out of order");
+                }
+            }
+            index.count(here);
+        }
+        self.release(count.saturating_sub(RELEASE_STEP)..count);
+        if start != arena_len {
+            return Err("the arena holds bytes past the last key");
+        }
+        Ok(index.counted())
+    }
+
+    /// The directory over the keys' fingerprints, built when the file was opened.
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     fn bytes(&self) -> &[u8] {

@@ -97,35 +97,92 @@ impl Runs {
         self.paths.is_empty()
     }
 
-    /// Merges the runs into one snapshot file, flushed to disk, and reads it in place; the
-    /// runs are removed.
+    /// Merges the runs into one snapshot file and reads it in place; the
+    /// runs are removed. More runs than [`FAN_IN`] are merged in groups first.
     pub(crate) fn merge(self) -> Result<KeySet, SnapshotError> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let runs = self
-            .paths
-            .iter()
-            .map(|path| MappedKeySet::open_streamed(path))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (mut count, mut bytes) = (0_u64, 0_u64);
-        for (_, key) in merged(&runs) {
-            count += 1;
-            bytes += key.len() as u64;
+        let dir = &self.spill.dir;
+        let mut paths = self.paths;
+        let mut level = 0;
+        while paths.len() > FAN_IN {
+            let mut next = Vec::new();
+            for (group, runs) in paths.chunks(FAN_IN).enumerate() {
+                let merged = dir.join(format!("merged-{level}-{group}.keys"));
+                merge_files(runs, &merged, false)?;
+                next.push(merged);
+            }
+            paths = next;
+            level += 1;
         }
-        let path = self.spill.dir.join("merged.keys");
-        write_keys(&path, count, bytes, || merged(&runs), true)?;
-        drop(runs);
-        for run in &self.paths {
-            std::fs::remove_file(run)
-                .map_err(|source| SnapshotError::Io { path: run.clone(), source })?;
-        }
-        Ok(KeySet::from_file(MappedKeySet::open_streamed(&path)?))
+        let merged = dir.join("merged.keys");
+        // Not flushed here: a plan that keeps the file flushes it as it links it into the
+        // journal ([`KeySet::write_file`]); a `plan` never needs it on disk.
+        merge_files(&paths, &merged, false)?;
+        Ok(KeySet::from_file(MappedKeySet::open(&merged)?))
     }
 }
 
-/// The keys of sorted `runs`, in order, each once; the runs' pages are let go behind the scan.
-fn merged(runs: &[MappedKeySet]) -> impl Iterator<Item = (u128, &[u8])> + '_ {
+/// How many runs are merged at once: each is an open file and a mapping.
+const FAN_IN: usize = 256;
+
+/// Where the next key of a merge comes from: a run's number, and whether the key is a
+/// duplicate of the one before (read past, not written).
+type Source = u16;
+const DUPLICATE: Source = 1 << 15;
+
+/// Merges the sorted `runs` into one snapshot file at `out`, each key once, and removes them.
+/// One merge by comparison records which run each key comes from; the file's three sections
+/// are then written by replaying that record, each a sequential read of the runs.
+fn merge_files(runs: &[PathBuf], out: &Path, durable: bool) -> Result<(), SnapshotError> {
+    let sets = runs.iter().map(|path| MappedKeySet::open(path)).collect::<Result<Vec<_>, _>>()?;
+    let total = sets.iter().map(MappedKeySet::len).sum();
+    let mut record: Vec<Source> = Vec::with_capacity(total);
+    let (mut count, mut bytes) = (0_u64, 0_u64);
+    for (run, duplicate, key) in merged(&sets) {
+        #[expect(clippy::cast_possible_truncation, reason = "at most FAN_IN runs")]
+        record.push(run as Source | if duplicate { DUPLICATE } else { 0 });
+        if !duplicate {
+            count += 1;
+            bytes += key.len() as u64;
+        }
+    }
+    write_keys(out, count, bytes, || replay(&sets, &record), durable)?;
+    drop(sets);
+    for run in runs {
+        std::fs::remove_file(run)
+            .map_err(|source| SnapshotError::Io { path: run.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// The keys a merge recorded, read from the runs in that order; the runs' pages are let go
+/// behind the reads.
+fn replay<'r>(
+    runs: &'r [MappedKeySet],
+    record: &'r [Source],
+) -> impl Iterator<Item = (u128, &'r [u8])> + 'r {
+    let mut next = vec![0_usize; runs.len()];
+    record.iter().filter_map(move |&source| {
+        let run = usize::from(source & !DUPLICATE);
+        let (keys, index) = (&runs[run], next[run]);
+        next[run] += 1;
+        release_behind(keys, index + 1);
+        (source & DUPLICATE == 0).then(|| (keys.fingerprint(index), keys.key(index)))
+    })
+}
+
+/// Lets a run's pages go every [`RELEASE_STEP`] keys read, and at its end.
+fn release_behind(keys: &MappedKeySet, read: usize) {
+    if read % RELEASE_STEP == 0 || read == keys.len() {
+        keys.release(read.saturating_sub(RELEASE_STEP)..read);
+    }
+}
+
+/// The keys of sorted `runs` in order, each with its run and whether it repeats the key
+/// before it (the same key in two runs).
+fn merged(runs: &[MappedKeySet]) -> impl Iterator<Item = (usize, bool, &[u8])> + '_ {
     let mut heap = BinaryHeap::with_capacity(runs.len());
     for (run, keys) in runs.iter().enumerate() {
         if !keys.is_empty() {
@@ -133,26 +190,22 @@ fn merged(runs: &[MappedKeySet]) -> impl Iterator<Item = (u128, &[u8])> + '_ {
         }
     }
     let mut last: Option<(u128, &[u8])> = None;
-    std::iter::from_fn(move || loop {
+    std::iter::from_fn(move || {
         let Reverse((fingerprint, key, run, index)) = heap.pop()?;
         let keys = &runs[run];
         let next = index + 1;
         if next < keys.len() {
             heap.push(Reverse((keys.fingerprint(next), keys.key(next), run, next)));
         }
-        if next % RELEASE_STEP == 0 || next == keys.len() {
-            keys.release(next.saturating_sub(RELEASE_STEP)..next);
-        }
-        if last == Some((fingerprint, key)) {
-            continue;
-        }
+        release_behind(keys, next);
+        let duplicate = last == Some((fingerprint, key));
         last = Some((fingerprint, key));
-        return Some((fingerprint, key));
+        Some((run, duplicate, key))
     })
 }
 
 /// Creates the spill folder, readable by its owner only (the runs hold member keys).
-fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), SnapshotError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -204,6 +257,21 @@ mod tests {
     }
 
     #[test]
+    fn more_runs_than_one_merge_takes_are_merged_in_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<String> = (0..12_000).map(|i| format!("k{}", i % 11_000)).collect();
+        // About 30 keys a run: 400 runs, two groups of at most FAN_IN first.
+        let mut builder = KeySetBuilder::spilling(Spill::new(dir.path().join("spill"), 1_000));
+        for key in &keys {
+            builder.push(key.as_bytes());
+        }
+        let spilled = builder.finish().unwrap();
+        assert_eq!(spilled, KeySet::from_keys(&keys));
+        let left = std::fs::read_dir(dir.path().join("spill")).unwrap().count();
+        assert_eq!(left, 1, "only the merged file is left");
+    }
+
+    #[test]
     fn a_builder_under_its_threshold_never_touches_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let mut builder = KeySetBuilder::spilling(Spill::new(dir.path().join("spill"), 1 << 20));
@@ -223,6 +291,30 @@ mod tests {
             builder.push(format!("k{i}").as_bytes());
         }
         assert!(matches!(builder.finish(), Err(SnapshotError::Io { .. })));
+    }
+
+    #[test]
+    fn an_arrival_order_written_as_it_comes_is_the_hint_held_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.keys");
+        let members: Vec<String> = (0..5_000).map(|i| format!("m{i}")).collect();
+        KeySet::from_keys(&members).write_file(&base).unwrap();
+        let committed = || Committed::new(MappedKeySet::open(&base).unwrap(), Delta::default());
+        let (mut listed, mut logged) = (committed().into_probe(), committed().into_probe());
+        logged.spill_to(Spill::new(dir.path().join("spill"), 1 << 20));
+        for key in members.iter().rev().chain([&"new".to_owned()]) {
+            listed.offer(key.as_bytes());
+            logged.offer(key.as_bytes());
+        }
+        let (a, b) = (listed.take_arrival_order().unwrap(), logged.take_arrival_order().unwrap());
+        assert!(matches!(b, crate::Arrival::Logged(_)));
+        let open = MappedKeySet::open(&base).unwrap();
+        a.write_hint(&dir.path().join("a.order"), &open).unwrap();
+        b.write_hint(&dir.path().join("b.order"), &open).unwrap();
+        let (a, b) = (dir.path().join("a.order"), dir.path().join("b.order"));
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let hint = crate::ArrivalHint::open(&b, &open).expect("a valid hint");
+        assert_eq!(hint.len(), 5_000);
     }
 
     proptest! {

@@ -90,7 +90,7 @@ fn a_hinted_probe_over_a_large_base_gives_the_exact_delta() {
     let arrival = first.take_arrival_order().expect("no hint yet: the order is recorded");
     let (committed, expected) = first.finish().unwrap();
     let hint = dir.path().join("hint.order");
-    ldsync_diff::write_hint(&hint, committed.base(), &arrival).unwrap();
+    arrival.write_hint(&hint, committed.base()).unwrap();
 
     let text = |set: &KeySet| -> BTreeSet<String> {
         set.iter().map(|k| String::from_utf8(k.to_vec()).unwrap()).collect()

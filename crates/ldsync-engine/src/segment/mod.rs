@@ -316,7 +316,7 @@ impl<S: Source> SegmentSync<'_, S> {
                 let path = journal
                     .target_path(&delta_file(&segment.key, part))
                     .map_err(self.state_error())?;
-                let keys = MappedKeySet::open_streamed(&path).map_err(self.snapshot_error())?;
+                let keys = MappedKeySet::open(&path).map_err(self.snapshot_error())?;
                 Ok(KeySet::from_file(keys))
             };
             segments.push(Planned {
@@ -482,7 +482,7 @@ impl<S: Source> SegmentSync<'_, S> {
                 tracing::debug!(sync = %sync, segment = %key, adds = delta.adds.len(), "The new members passed the memory budget's share and were sorted on disk.");
             }
             if keep_hints && (arrival.is_some() || stale_hint) {
-                store.update_hint(&committed, arrival.as_deref());
+                store.update_hint(&committed, arrival);
             }
             let before = committed.len() as u64;
             let after = before - delta.removes.len() as u64 + delta.adds.len() as u64;

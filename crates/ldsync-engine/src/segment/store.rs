@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 
 use ldsync_diff::{
-    write_applied, write_hint, ArrivalHint, Committed, Delta, KeySet, MappedKeySet, SnapshotError,
+    write_applied, Arrival, ArrivalHint, Committed, Delta, KeySet, MappedKeySet, SnapshotError,
 };
 use ldsync_state::{create_private_dir, sync_dir, write_atomically, Journal};
 use serde::{Deserialize, Serialize};
@@ -135,11 +135,11 @@ impl SegmentStore {
     /// Keeps the order a run saw the base's keys in, for the next run; or, with `None`, drops
     /// a hint that no longer matches the warehouse's order. Best effort: a hint is never
     /// needed for a correct run.
-    pub(crate) fn update_hint(&self, committed: &Committed, arrival: Option<&[([u8; 16], u32)]>) {
+    pub(crate) fn update_hint(&self, committed: &Committed, arrival: Option<Arrival>) {
         let Ok(Some(Manifest { base: Some(generation), .. })) = self.manifest() else { return };
         let path = self.hint(generation);
         let result = match arrival {
-            Some(order) => write_hint(&path, committed.base(), order),
+            Some(order) => order.write_hint(&path, committed.base()),
             None => std::fs::remove_file(&path),
         };
         if let Err(error) = result {
@@ -306,7 +306,7 @@ mod tests {
         let arrival = probe.take_arrival_order().expect("recorded without a hint");
         let (committed, delta) = probe.finish().unwrap();
         assert!(delta.is_empty());
-        store.update_hint(&committed, Some(&arrival));
+        store.update_hint(&committed, Some(arrival));
         // The next run finds every key where the hint expects it, but for the ones that left.
         let committed = store.load().unwrap();
         assert!(committed.has_hint());
