@@ -269,13 +269,13 @@ impl Probe {
     }
 
     fn resolve_group(&mut self, group: &[(&[u8], u128, std::ops::Range<usize>)]) {
-        // Touch the first fingerprint of every bucket: independent loads, in flight together;
+        // Touch where each key most likely is: independent loads, in flight together;
         // the lookups below then find them in the cache.
-        let base = &self.committed.base;
+        let (base, index) = (&self.committed.base, &self.committed.base_index);
         let mut touched = [0_u128; 16];
-        for (slot, (_, _, range)) in touched.iter_mut().zip(group) {
+        for (slot, (_, fp, range)) in touched.iter_mut().zip(group) {
             if range.start < range.end {
-                *slot = base.fingerprint(range.start);
+                *slot = base.fingerprint(index.likely_position(*fp, range));
             }
         }
         std::hint::black_box(&touched);

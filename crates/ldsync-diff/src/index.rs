@@ -7,6 +7,9 @@ const MAX_BITS: u32 = 18;
 /// Keys per bucket the directory aims at: 8 fingerprints are 128 bytes, two cache lines.
 const KEYS_PER_BUCKET_BITS: u32 = 3;
 
+/// Buckets of fewer keys are read from their start: they span a cache line or two.
+const INTERPOLATE_FROM: usize = 16;
+
 /// For each value of the fingerprints' top bits, where its keys start in the ordered set.
 ///
 /// Fingerprints are uniform, so each bucket holds about eight keys. The directory is small
@@ -93,6 +96,24 @@ impl Index {
         self.find_in(keys, fingerprint, self.bucket_range(fingerprint))
     }
 
+    /// Where in `range` (the bucket of `fingerprint`) a key with that fingerprint most likely
+    /// is: fingerprints are uniform, so the bits after the bucket's place it within the
+    /// bucket. In a large bucket (about forty keys at ten million, where the directory stops
+    /// growing to stay in cache) a lookup starts there and reads a cache line or two, not the
+    /// whole bucket; a small bucket is read from its start.
+    pub fn likely_position(&self, fingerprint: u128, range: &std::ops::Range<usize>) -> usize {
+        let len = range.end.saturating_sub(range.start);
+        if len < INTERPOLATE_FROM {
+            return range.start;
+        }
+        // The 32 bits after the bucket's (bits <= MAX_BITS, so the shift stays in range).
+        #[expect(clippy::cast_possible_truncation, reason = "32 bits, by the shifts")]
+        let within = ((fingerprint << self.bits) >> 96) as u64;
+        #[expect(clippy::cast_possible_truncation, reason = "less than len")]
+        let offset = ((within * len as u64) >> 32) as usize;
+        range.start + offset
+    }
+
     /// [`Index::find`], given the fingerprint's [`Index::bucket_range`].
     pub fn find_in(
         &self,
@@ -100,13 +121,39 @@ impl Index {
         fingerprint: u128,
         range: std::ops::Range<usize>,
     ) -> Option<usize> {
-        for position in range {
-            let here = keys.fingerprint(position);
-            if here >= fingerprint {
-                return (here == fingerprint).then_some(position);
-            }
+        if range.is_empty() {
+            return None;
         }
-        None
+        if range.len() < INTERPOLATE_FROM {
+            // A cache line or two: read from the start.
+            for position in range {
+                let here = keys.fingerprint(position);
+                if here >= fingerprint {
+                    return (here == fingerprint).then_some(position);
+                }
+            }
+            return None;
+        }
+        let mut at = self.likely_position(fingerprint, &range);
+        let here = keys.fingerprint(at);
+        if here == fingerprint {
+            return Some(at);
+        }
+        if here < fingerprint {
+            // Forward to the first fingerprint not below.
+            for position in at + 1..range.end {
+                let here = keys.fingerprint(position);
+                if here >= fingerprint {
+                    return (here == fingerprint).then_some(position);
+                }
+            }
+            return None;
+        }
+        // Back to the first fingerprint not below.
+        while at > range.start && keys.fingerprint(at - 1) >= fingerprint {
+            at -= 1;
+        }
+        (keys.fingerprint(at) == fingerprint).then_some(at)
     }
 
     /// Bytes of memory the index holds.
@@ -119,6 +166,34 @@ impl Index {
 mod tests {
     use super::*;
     use crate::{fingerprint, KeySet};
+
+    #[test]
+    fn a_large_bucket_is_searched_from_a_guess_both_ways() {
+        struct Fixed(Vec<u128>);
+        impl SortedKeys for Fixed {
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn fingerprint(&self, index: usize) -> u128 {
+                self.0[index]
+            }
+            fn key(&self, _: usize) -> &[u8] {
+                b""
+            }
+        }
+        // Sixteen keys, one bucket; the guess of `j << 123` is position j. Half the keys
+        // crowd at the bucket's end, so guesses there overshoot and the search walks back.
+        let mut fingerprints: Vec<u128> = (0..8).map(|j| j << 123).collect();
+        fingerprints.extend((0..8).map(|i| (15 << 123) + i));
+        let keys = Fixed(fingerprints);
+        let index = Index::build(&keys);
+        assert_eq!(index.bucket_range(0), 0..16);
+        assert_eq!(index.find(&keys, 7 << 123), Some(7));
+        assert_eq!(index.find(&keys, (15 << 123) + 3), Some(11));
+        assert_eq!(index.find(&keys, 14 << 123), None);
+        assert_eq!(index.find(&keys, (3 << 123) + 1), None);
+        assert_eq!(index.find(&keys, (15 << 123) + 8), None);
+    }
 
     #[test]
     fn finds_every_member_and_nothing_else() {
