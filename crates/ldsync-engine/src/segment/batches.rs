@@ -76,15 +76,31 @@ impl<'a> Batch<'a> {
                 };
                 range.clone().map(|index| text(set.key(index))).collect()
             }
-            Self::Import { from, count, .. } => {
-                let target = sources.target.expect("an import batch is read from its target");
-                applied_from(sources.base, target, *from)
-                    .map(|(_, key)| text(key))
-                    .filter(|key| fits_csv(key))
-                    .take(*count)
-                    .collect()
-            }
+            Self::Import { .. } => self.import_keys(sources).collect(),
         }
+    }
+
+    /// The keys of an import file, read from the target as it is scanned.
+    fn import_keys<'s>(&'s self, sources: Sources<'s>) -> impl Iterator<Item = &'s str> + 's {
+        let (from, count) = match self {
+            Self::Import { from, count, .. } => (*from, *count),
+            Self::Members { .. } => (AppliedAt::default(), 0),
+        };
+        let target = sources.target.expect("an import batch is read from its target");
+        applied_from(sources.base, target, from)
+            .map(|(_, key)| text(key))
+            .filter(|key| fits_csv(key))
+            .take(count)
+    }
+
+    /// The CSV file of an import batch (see [`csv`]), written as the target is scanned: each
+    /// key is read once, and the scan lets the pages of a target on disk go behind it.
+    pub(crate) fn csv(&self, sources: Sources<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for key in self.import_keys(sources) {
+            push_csv_line(&mut out, key);
+        }
+        out
     }
 
     #[cfg(test)]
@@ -201,13 +217,18 @@ fn csv_line_len(key: &str) -> usize {
 }
 
 /// The CSV file of an import batch: one key per line, no header.
+#[cfg(test)]
 pub(crate) fn csv(keys: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(keys.iter().map(|k| k.len() + 1).sum());
     for key in keys {
-        out.extend_from_slice(csv_field(key).as_bytes());
-        out.push(b'\n');
+        push_csv_line(&mut out, key);
     }
     out
+}
+
+fn push_csv_line(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(csv_field(key).as_bytes());
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -278,9 +299,12 @@ mod tests {
         };
         let wanted: Vec<&str> = applied(&base, &target).map(|(_, key)| text(key)).collect();
         let batches = import_batches("s", &base, &target);
-        let sent: Vec<&str> =
-            batches.iter().flat_map(|batch| batch.keys(sources(&base, &target, &target))).collect();
+        let read = sources(&base, &target, &target);
+        let sent: Vec<&str> = batches.iter().flat_map(|batch| batch.keys(read)).collect();
         assert_eq!(sent, wanted);
+        for batch in &batches {
+            assert_eq!(batch.csv(read), csv(&batch.keys(read)));
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use ldsync_state::{Journal, Plan, Rejection, RunRecord, StateDir};
 use serde::{Deserialize, Serialize};
 
 use self::{
-    batches::{csv, import_batches, member_batches, Batch, Sources},
+    batches::{import_batches, member_batches, Batch, Sources},
     store::{SegmentStore, StoreError},
 };
 use crate::{Error, Result, RunId, RunOutcome};
@@ -693,14 +693,13 @@ impl<S: Source> SegmentSync<'_, S> {
     ) -> Result<(), ldsync_launchdarkly::Error> {
         let (project, environment) = (self.project, self.environment);
         // The keys are read now, one batch at a time, never the whole plan's.
-        let keys = batch.keys(sources);
         match batch {
             Batch::Members { change, .. } => {
+                let keys = batch.keys(sources);
                 self.client.update_members(project, environment, segment, *change, &keys).await
             }
             Batch::Import { mode, .. } => {
-                let file = bytes::Bytes::from(csv(&keys));
-                drop(keys);
+                let file = bytes::Bytes::from(batch.csv(sources));
                 let id = loop {
                     match self
                         .client
