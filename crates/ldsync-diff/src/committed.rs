@@ -505,13 +505,13 @@ impl<'s> Iterator for Applied<'s> {
                 return None;
             }
             self.b += 1;
-            if self.b % RELEASE_STEP == 0 {
+            if self.b.is_multiple_of(RELEASE_STEP) {
                 base.release(self.b - RELEASE_STEP..self.b);
             }
             Some((base.fingerprint(self.b - 1), base.key(self.b - 1)))
         } else {
             self.a += 1;
-            if self.a % RELEASE_STEP == 0 {
+            if self.a.is_multiple_of(RELEASE_STEP) {
                 adds.release(self.a - RELEASE_STEP..self.a);
             }
             Some((adds.fingerprint(self.a - 1), adds.key(self.a - 1)))

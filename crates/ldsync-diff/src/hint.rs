@@ -211,7 +211,7 @@ impl Arrival {
 }
 
 /// A hint written as the keys arrive: the entries after a blank header, which
-/// [`ArrivalLog::finish`] fills in before it checksums the file and renames it into place.
+/// [`Arrival::write_hint`] fills in before it checksums the file and renames it into place.
 #[derive(Debug)]
 pub struct ArrivalLog {
     path: PathBuf,

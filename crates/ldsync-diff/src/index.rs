@@ -107,9 +107,7 @@ impl Index {
             return range.start;
         }
         // The 32 bits after the bucket's (bits <= MAX_BITS, so the shift stays in range).
-        #[expect(clippy::cast_possible_truncation, reason = "32 bits, by the shifts")]
         let within = ((fingerprint << self.bits) >> 96) as u64;
-        #[expect(clippy::cast_possible_truncation, reason = "less than len")]
         let offset = ((within * len as u64) >> 32) as usize;
         range.start + offset
     }

@@ -304,7 +304,7 @@ impl MappedKeySet {
         let mut index = Index::counting(count);
         let mut start = 0;
         for i in 0..count {
-            if i > 0 && i % RELEASE_STEP == 0 {
+            if i > 0 && i.is_multiple_of(RELEASE_STEP) {
                 self.release(i - RELEASE_STEP..i);
             }
             // The key's end is checked before the key is read.

@@ -175,7 +175,7 @@ fn replay<'r>(
 
 /// Lets a run's pages go every [`RELEASE_STEP`] keys read, and at its end.
 fn release_behind(keys: &MappedKeySet, read: usize) {
-    if read % RELEASE_STEP == 0 || read == keys.len() {
+    if read.is_multiple_of(RELEASE_STEP) || read == keys.len() {
         keys.release(read.saturating_sub(RELEASE_STEP)..read);
     }
 }

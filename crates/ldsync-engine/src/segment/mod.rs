@@ -472,49 +472,11 @@ impl<S: Source> SegmentSync<'_, S> {
             refusal: None,
         };
         let mut planned = Vec::new();
-        for (key, mut probe) in segments {
+        for (key, probe) in segments {
             let store = SegmentStore::new(journal, &key);
-            let first_load = !store.exists();
-            let arrival = probe.take_arrival_order();
-            let stale_hint = probe.hint_is_stale();
-            let (committed, delta) = probe.finish().map_err(self.snapshot_error())?;
-            if delta.adds.is_on_disk() {
-                tracing::debug!(sync = %sync, segment = %key, adds = delta.adds.len(), "The new members passed the memory budget's share and were sorted on disk.");
-            }
-            if keep_hints && (arrival.is_some() || stale_hint) {
-                store.update_hint(&committed, arrival);
-            }
-            let before = committed.len() as u64;
-            let after = before - delta.removes.len() as u64 + delta.adds.len() as u64;
-            let import = options.backfill || (first_load && after >= self.spec.import_threshold);
-            let (adds, removes) = (delta.adds.len() as u64, delta.removes.len() as u64);
-            if !options.allow_mass_removal && report.refusal.is_none() {
-                report.refusal = self.guardrail(&key, before, after, removes);
-            }
-            let segment = Planned {
-                key: key.clone(),
-                committed: std::sync::Arc::new(committed),
-                delta: std::sync::Arc::new(delta),
-                import,
-                batch_size: self.spec.batch_size as usize,
-            };
-            let target = segment.import_target();
-            let requests = segment.batches(target.as_deref()).len();
-            let sample = |keys: &KeySet| -> Vec<String> {
-                keys.iter().take(SAMPLES).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
-            };
-            report.segments.push(SegmentChanges {
-                segment: key,
-                members_before: before,
-                members_after: after,
-                adds,
-                removes,
-                sample_adds: sample(&segment.delta.adds),
-                sample_removes: sample(&segment.delta.removes),
-                via_import: import,
-                requests: requests as u64,
-            });
-            if import || adds + removes > 0 {
+            if let Some(segment) =
+                self.diff_one(&store, key, probe, options, keep_hints, &mut report)?
+            {
                 planned.push(segment);
             }
         }
@@ -526,6 +488,61 @@ impl<S: Source> SegmentSync<'_, S> {
             "Diffed the query's keys against the committed membership."
         );
         Ok((report, planned))
+    }
+
+    /// Finishes one segment's diff: its changes go into `report`, and its plan is returned
+    /// when there is anything to deliver.
+    fn diff_one(
+        &self,
+        store: &SegmentStore,
+        key: String,
+        mut probe: ldsync_diff::Probe,
+        options: RunOptions,
+        keep_hints: bool,
+        report: &mut SegmentReport,
+    ) -> Result<Option<Planned>> {
+        let first_load = !store.exists();
+        let arrival = probe.take_arrival_order();
+        let stale_hint = probe.hint_is_stale();
+        let (committed, delta) = probe.finish().map_err(self.snapshot_error())?;
+        if delta.adds.is_on_disk() {
+            tracing::debug!(sync = %self.name, segment = %key, adds = delta.adds.len(), "The new members passed the memory budget's share and were sorted on disk.");
+        }
+        if keep_hints && (arrival.is_some() || stale_hint) {
+            store.update_hint(&committed, arrival);
+        }
+        let before = committed.len() as u64;
+        let after = before - delta.removes.len() as u64 + delta.adds.len() as u64;
+        let import = options.backfill || (first_load && after >= self.spec.import_threshold);
+        let (adds, removes) = (delta.adds.len() as u64, delta.removes.len() as u64);
+        if !options.allow_mass_removal && report.refusal.is_none() {
+            report.refusal = self.guardrail(&key, before, after, removes);
+        }
+        let segment = Planned {
+            key: key.clone(),
+            committed: std::sync::Arc::new(committed),
+            delta: std::sync::Arc::new(delta),
+            import,
+            batch_size: self.spec.batch_size as usize,
+        };
+        let target = segment.import_target();
+        let requests = segment.batches(target.as_deref()).len();
+        drop(target);
+        let sample = |keys: &KeySet| -> Vec<String> {
+            keys.iter().take(SAMPLES).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+        };
+        report.segments.push(SegmentChanges {
+            segment: key,
+            members_before: before,
+            members_after: after,
+            adds,
+            removes,
+            sample_adds: sample(&segment.delta.adds),
+            sample_removes: sample(&segment.delta.removes),
+            via_import: import,
+            requests: requests as u64,
+        });
+        Ok((import || adds + removes > 0).then_some(segment))
     }
 
     /// The guardrails: a run may not empty a segment, nor remove more than its share.
