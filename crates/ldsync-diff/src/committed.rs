@@ -13,6 +13,8 @@
 
 use std::path::Path;
 
+use crate::snapshot::write_keys;
+
 use crate::{
     fingerprint, keyset::RELEASE_STEP, merge::order, write_sorted, Arrival, ArrivalHint,
     ArrivalLog, Index, KeySet, KeySetBuilder, MappedKeySet, SnapshotError, SortedKeys,
@@ -398,12 +400,21 @@ impl Probe {
     ///
     /// When the new keys spilled to disk and the runs could not be written or merged.
     pub fn finish(self) -> Result<(Committed, Delta), SnapshotError> {
+        let removes = match self.new.spill() {
+            Some(spill) if self.removes_outgrow(spill.chunk_bytes()) => {
+                self.write_removes(&spill.dir().join("removes.keys"))?
+            }
+            _ => self.collect_removes(),
+        };
+        let adds = self.new.finish()?;
+        Ok((self.committed, Delta { adds, removes }))
+    }
+
+    /// The members never offered, in order: base positions and committed adds.
+    fn removed_members(&self) -> impl Iterator<Item = Member> + '_ {
         let committed = &self.committed;
         let (base, delta) = (&committed.base, &committed.delta);
-        let mut removes = KeySet::default();
-        let mut key = Vec::new();
-        let (mut b, mut a) = (0, 0);
-        let next_base = |mut b: usize| {
+        let next_base = move |mut b: usize| {
             while b < base.len()
                 && (marked(&self.base_seen, b)
                     || (!self.removed.is_empty() && marked(&self.removed, b)))
@@ -412,27 +423,93 @@ impl Probe {
             }
             b
         };
-        let next_add = |mut a: usize| {
+        let next_add = move |mut a: usize| {
             while a < delta.adds.len() && marked(&self.adds_seen, a) {
                 a += 1;
             }
             a
         };
-        b = next_base(b);
-        a = next_add(a);
-        while b < base.len() || a < delta.adds.len() {
+        let (mut b, mut a) = (next_base(0), next_add(0));
+        std::iter::from_fn(move || {
+            if b == base.len() && a == delta.adds.len() {
+                return None;
+            }
             if a == delta.adds.len() || (b < base.len() && order(base, b, &delta.adds, a).is_lt()) {
-                base.copy_key(b, &mut key);
-                removes.push(&key, base.fingerprint(b));
+                let member = Member::Base(b);
                 b = next_base(b + 1);
+                Some(member)
             } else {
-                removes.push(delta.adds.key(a), delta.adds.fingerprint(a));
+                let member = Member::Add(a);
                 a = next_add(a + 1);
+                Some(member)
+            }
+        })
+    }
+
+    /// Whether the removes would hold more than `bytes` in memory (their bytes, estimated
+    /// from the membership's average, plus 24 a key): counted from the marks, not listed.
+    fn removes_outgrow(&self, bytes: usize) -> bool {
+        let ones = |bits: &[u64]| bits.iter().map(|word| word.count_ones() as usize).sum::<usize>();
+        let committed = &self.committed;
+        let base = &committed.base;
+        let count = base.len() - ones(&self.base_seen) - ones(&self.removed)
+            + committed.delta.adds.len()
+            - ones(&self.adds_seen);
+        let average = usize::try_from(base.key_bytes()).unwrap_or(usize::MAX) / base.len().max(1);
+        count.saturating_mul(average + 24) >= bytes
+    }
+
+    /// The removes, in memory. A base key is read from the file rather than through the
+    /// mapping: a few thousand removes scattered over the snapshot would fault in a page each.
+    fn collect_removes(&self) -> KeySet {
+        let (base, adds) = (&self.committed.base, &self.committed.delta.adds);
+        let mut removes = KeySet::default();
+        let mut key = Vec::new();
+        for member in self.removed_members() {
+            match member {
+                Member::Base(b) => {
+                    base.copy_key(b, &mut key);
+                    removes.push(&key, base.fingerprint(b));
+                }
+                Member::Add(a) => removes.push(adds.key(a), adds.fingerprint(a)),
             }
         }
-        let adds = self.new.finish()?;
-        Ok((self.committed, Delta { adds, removes }))
+        removes
     }
+
+    /// The removes, written to `path` and read in place: a run that empties a large segment
+    /// holds none of its keys. The scans let the base's pages go behind them.
+    fn write_removes(&self, path: &Path) -> Result<KeySet, SnapshotError> {
+        let (base, adds) = (&self.committed.base, &self.committed.delta.adds);
+        let entries = || {
+            let mut released = 0;
+            self.removed_members().map(move |member| match member {
+                Member::Base(b) => {
+                    if b >= released + 2 * RELEASE_STEP {
+                        base.release(released..b - RELEASE_STEP);
+                        released = b - RELEASE_STEP;
+                    }
+                    (base.fingerprint(b), base.key(b))
+                }
+                Member::Add(a) => (adds.fingerprint(a), adds.key(a)),
+            })
+        };
+        let (mut count, mut bytes) = (0_u64, 0_u64);
+        for (_, key) in entries() {
+            count += 1;
+            bytes += key.len() as u64;
+        }
+        write_keys(path, count, bytes, entries, false)?;
+        base.release(0..base.len());
+        Ok(KeySet::from_file(MappedKeySet::open(path)?))
+    }
+}
+
+/// A member of the committed membership: a base position, or a committed add.
+#[derive(Debug, Clone, Copy)]
+enum Member {
+    Base(usize),
+    Add(usize),
 }
 
 /// Writes `base` with `delta` applied to `path`, as a new base snapshot; the keys stream from

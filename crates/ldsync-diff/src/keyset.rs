@@ -131,6 +131,11 @@ impl KeySetBuilder {
         self.pushed
     }
 
+    /// Where the builder spills, if it does.
+    pub fn spill(&self) -> Option<&Spill> {
+        self.runs.as_ref().map(Runs::spill)
+    }
+
     /// Whether nothing was pushed.
     pub fn is_empty(&self) -> bool {
         self.pushed == 0

@@ -58,6 +58,10 @@ impl Runs {
         Self { spill, paths: Vec::new(), error: None }
     }
 
+    pub(crate) fn spill(&self) -> &Spill {
+        &self.spill
+    }
+
     /// Whether `held` (the unsorted keys in memory) should go to disk now.
     pub(crate) fn due(&self, held: &KeySet) -> bool {
         self.error.is_none() && held.used_bytes() >= self.spill.chunk_bytes
@@ -272,6 +276,30 @@ mod tests {
     }
 
     #[test]
+    fn removing_more_than_the_threshold_writes_the_removes_to_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.keys");
+        let members: Vec<String> = (0..5_000).map(|i| format!("m{i}")).collect();
+        KeySet::from_keys(&members).write_file(&base).unwrap();
+        let committed = || Committed::new(MappedKeySet::open(&base).unwrap(), Delta::default());
+        let mut probe = committed().into_probe();
+        probe.spill_to(Spill::new(dir.path().join("spill"), 16 << 10));
+        probe.offer(b"m7");
+        let (_, delta) = probe.finish().unwrap();
+        assert!(delta.removes.is_on_disk());
+        assert_eq!(delta.removes.len(), 4_999);
+        let mut all = KeySet::from_keys(&members);
+        all = KeySet::from_keys(all.iter().filter(|key| *key != b"m7"));
+        assert_eq!(delta.removes, all);
+        // Under the threshold, they stay in memory.
+        let mut probe = committed().into_probe();
+        probe.spill_to(Spill::new(dir.path().join("spill-2"), 1 << 20));
+        let (_, delta) = probe.finish().unwrap();
+        assert!(!delta.removes.is_on_disk());
+        assert_eq!(delta.removes.len(), 5_000);
+    }
+
+    #[test]
     fn a_builder_under_its_threshold_never_touches_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let mut builder = KeySetBuilder::spilling(Spill::new(dir.path().join("spill"), 1 << 20));
@@ -324,14 +352,20 @@ mod tests {
         #[test]
         fn spilling_changes_no_delta(
             members in proptest::collection::btree_set("[a-z0-9]{1,12}", 0..300),
+            extra in proptest::collection::btree_set("[a-z0-9]{1,12}", 0..100),
             current in proptest::collection::vec("[a-z0-9]{1,12}", 0..600),
             chunk in 1_usize..2_000,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let base = dir.path().join("base.keys");
             KeySet::from_keys(&members).write_file(&base).unwrap();
+            // A committed delta on top: adds outside the base, every third base key removed.
+            let delta = Delta {
+                adds: KeySet::from_keys(extra.difference(&members)),
+                removes: KeySet::from_keys(members.iter().step_by(3)),
+            };
             let committed =
-                || Committed::new(MappedKeySet::open(&base).unwrap(), Delta::default());
+                || Committed::new(MappedKeySet::open(&base).unwrap(), delta.clone());
             let mut plain = committed().into_probe();
             let mut spilling = committed().into_probe();
             spilling.spill_to(Spill::new(dir.path().join("spill"), chunk));
@@ -343,8 +377,16 @@ mod tests {
             let (_, delta) = spilling.finish().unwrap();
             prop_assert_eq!(texts(&delta.adds), texts(&expected.adds));
             prop_assert_eq!(&delta, &expected);
-            let wanted: BTreeSet<&String> = current.iter().filter(|k| !members.contains(*k)).collect();
-            prop_assert_eq!(delta.adds.len(), wanted.len());
+            // Spilled or not, the delta takes the membership to the keys offered.
+            let mut after: BTreeSet<String> = members.union(&extra).cloned().collect();
+            for removed in members.iter().step_by(3) {
+                after.remove(removed);
+            }
+            for key in texts(&delta.removes) {
+                prop_assert!(after.remove(&key));
+            }
+            after.extend(texts(&delta.adds));
+            prop_assert_eq!(after, current.iter().cloned().collect::<BTreeSet<_>>());
         }
     }
 }
