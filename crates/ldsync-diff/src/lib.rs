@@ -8,6 +8,11 @@
 //! run's [`Delta`] on top of the base snapshot, and folds the two into a new base when the delta
 //! grows.
 //!
+//! Memory stays bounded: given a [`Spill`] ([`Probe::spill_to`]), a run holds its adds up to
+//! a threshold, sorts them into run files past it, and merges the runs into one snapshot file
+//! that a [`KeySet`] reads in place ([`KeySet::from_file`]); removes past the threshold are
+//! written the same way, and scans let a mapped file's pages go behind them.
+//!
 //! ```
 //! use ldsync_diff::{diff, KeySet};
 //!
