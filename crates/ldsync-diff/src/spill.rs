@@ -4,7 +4,8 @@
 //! Past that it sorts them and writes them out as a run (a snapshot file that is never flushed
 //! to disk: only this process reads it, and only while it runs). When it is done, the runs are
 //! merged, duplicates dropped, into one snapshot file read in place ([`KeySet::from_file`]).
-//! Memory stays about twice `chunk_bytes` however many keys come.
+//! Memory stays about twice `chunk_bytes` while keys come, and two bytes a key while the runs
+//! are merged (the record of which run each key comes from).
 
 use std::{
     cmp::Reverse,
