@@ -276,12 +276,18 @@ mod tests {
         assert_eq!(left, 1, "only the merged file is left");
     }
 
+    /// A base snapshot of `m0` … `m4999` in `dir`, and its keys.
+    fn five_thousand_members(dir: &Path) -> (PathBuf, Vec<String>) {
+        let base = dir.join("base.keys");
+        let members: Vec<String> = (0..5_000).map(|i| format!("m{i}")).collect();
+        KeySet::from_keys(&members).write_file(&base).unwrap();
+        (base, members)
+    }
+
     #[test]
     fn removing_more_than_the_threshold_writes_the_removes_to_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.keys");
-        let members: Vec<String> = (0..5_000).map(|i| format!("m{i}")).collect();
-        KeySet::from_keys(&members).write_file(&base).unwrap();
+        let (base, members) = five_thousand_members(dir.path());
         let committed = || Committed::new(MappedKeySet::open(&base).unwrap(), Delta::default());
         let mut probe = committed().into_probe();
         probe.spill_to(Spill::new(dir.path().join("spill"), 16 << 10));
@@ -325,9 +331,7 @@ mod tests {
     #[test]
     fn an_arrival_order_written_as_it_comes_is_the_hint_held_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.keys");
-        let members: Vec<String> = (0..5_000).map(|i| format!("m{i}")).collect();
-        KeySet::from_keys(&members).write_file(&base).unwrap();
+        let (base, members) = five_thousand_members(dir.path());
         let committed = || Committed::new(MappedKeySet::open(&base).unwrap(), Delta::default());
         let (mut listed, mut logged) = (committed().into_probe(), committed().into_probe());
         logged.spill_to(Spill::new(dir.path().join("spill"), 1 << 20));
