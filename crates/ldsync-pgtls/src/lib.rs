@@ -38,6 +38,7 @@
 //! problem.
 
 mod connector;
+mod detach;
 mod error;
 mod params;
 mod trust;
@@ -52,6 +53,7 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::{Client, Config, Connection, Socket};
 
 pub use connector::{MakeRustls, RustlsConnect, RustlsStream};
+pub use detach::{DetachError, Detachable, ServerSocket, SessionStream, Shared};
 pub use error::{Error, Result};
 
 use trust::Verification;

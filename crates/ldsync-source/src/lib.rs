@@ -24,6 +24,7 @@ mod duckdb;
 mod error;
 mod postgres;
 mod postgres_text;
+mod postgres_wire;
 
 pub use crate::duckdb::DuckDbSource;
 pub use error::{Error, Result};

@@ -16,13 +16,13 @@ use tokio_postgres::{
 
 use crate::{Error, Result};
 
-const ENGINE: &str = "postgres";
+pub(crate) const ENGINE: &str = "postgres";
 
 /// A PostgreSQL-wire warehouse.
 #[derive(Clone)]
 pub struct PostgresSource {
-    connect: Arc<ldsync_pgtls::PgConnect>,
-    statement_timeout: Duration,
+    pub(crate) connect: Arc<ldsync_pgtls::PgConnect>,
+    pub(crate) statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresSource {
@@ -72,13 +72,7 @@ impl PostgresSource {
     ) -> Result<()> {
         let client = self.connect().await?;
         let statement = client.prepare(sql).await.map_err(query_error)?;
-        let columns: Arc<[String]> =
-            statement.columns().iter().map(|c| c.name().to_owned()).collect();
-        let decoders = statement
-            .columns()
-            .iter()
-            .map(|c| Decoder::for_type(c.name(), c.type_()))
-            .collect::<Result<Vec<_>>>()?;
+        let (columns, decoders) = layout(&statement)?;
         let params: Vec<Param<'_>> = params.iter().map(Param).collect();
         let rows = client.query_raw(&statement, params.iter()).await.map_err(query_error)?;
         pin_mut!(rows);
@@ -107,18 +101,51 @@ impl PostgresSource {
         params: &[Value],
         batch_rows: usize,
     ) -> tokio::sync::mpsc::Receiver<Result<B>> {
+        self.spawn_reader(sql, params, batch_rows, |source, sql, params, rows, sender| async move {
+            if let Err(error) = source.run_query(&sql, &params, rows, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        })
+    }
+
+    /// [`Self::spawn_query`] over a session taken back from tokio-postgres (see
+    /// `postgres_wire`).
+    fn spawn_wire(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch_rows: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<CellBatch>> {
+        self.spawn_reader(sql, params, batch_rows, |source, sql, params, rows, sender| async move {
+            if let Err(error) = source.run_wire(&sql, &params, rows, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        })
+    }
+
+    /// Spawns `read` with the query and the sending end of a channel, and returns the other.
+    fn spawn_reader<B, F, R>(
+        &self,
+        sql: &str,
+        params: &[Value],
+        batch_rows: usize,
+        read: R,
+    ) -> tokio::sync::mpsc::Receiver<Result<B>>
+    where
+        B: Send + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
+        R: FnOnce(Self, String, Vec<Value>, usize, tokio::sync::mpsc::Sender<Result<B>>) -> F,
+    {
         // Eight batches read ahead: a metric-events run stages 64 Ki rows at once, and the
         // query goes on reading the next ones meanwhile.
         let (sender, receiver) = tokio::sync::mpsc::channel(8);
-        let source = self.clone();
-        let sql = sql.to_owned();
-        let params = params.to_vec();
-        let batch_rows = batch_rows.max(1);
-        tokio::spawn(async move {
-            if let Err(error) = source.run_query(&sql, &params, batch_rows, &sender).await {
-                let _ = sender.send(Err(error)).await;
-            }
-        });
+        tokio::spawn(read(
+            self.clone(),
+            sql.to_owned(),
+            params.to_vec(),
+            batch_rows.max(1),
+            sender,
+        ));
         receiver
     }
 }
@@ -188,7 +215,11 @@ impl Source for PostgresSource {
         params: &'a [Value],
         batch_rows: usize,
     ) -> CellStream<'a, Error> {
-        let mut receiver = self.spawn_query(sql, params, batch_rows);
+        let mut receiver = if self.connect.can_detach() {
+            self.spawn_wire(sql, params, batch_rows)
+        } else {
+            self.spawn_query(sql, params, batch_rows)
+        };
         Box::pin(futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
     }
 
@@ -213,7 +244,7 @@ impl Source for PostgresSource {
     }
 }
 
-fn connect_error(err: tokio_postgres::Error) -> Error {
+pub(crate) fn connect_error(err: tokio_postgres::Error) -> Error {
     if err.as_db_error().is_some() {
         return query_error(err);
     }
@@ -234,22 +265,33 @@ pub(crate) fn query_error(err: tokio_postgres::Error) -> Error {
             retryable: false,
         };
     };
-    let code = db.code().code();
-    // Connection exceptions, serialization failures, deadlocks, cancellations and shutdowns
-    // can pass on their own; everything else is the query's or the schema's to fix.
-    let retryable = code.starts_with("08")
-        || matches!(code, "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "53300");
     let position = match db.position() {
         Some(tokio_postgres::error::ErrorPosition::Original(at)) => Some(*at),
         _ => None,
     };
-    Error::Query {
-        engine: ENGINE,
-        sqlstate: Some(code.to_owned()),
-        message: db.message().to_owned(),
-        position,
-        retryable,
-    }
+    db_error(db.code().code(), db.message().to_owned(), position)
+}
+
+/// The error a server reported, with SQLSTATE `code`.
+pub(crate) fn db_error(code: &str, message: String, position: Option<u32>) -> Error {
+    // Connection exceptions, serialization failures, deadlocks, cancellations and shutdowns
+    // can pass on their own; everything else is the query's or the schema's to fix.
+    let retryable = code.starts_with("08")
+        || matches!(code, "40001" | "40P01" | "57014" | "57P01" | "57P02" | "57P03" | "53300");
+    Error::Query { engine: ENGINE, sqlstate: Some(code.to_owned()), message, position, retryable }
+}
+
+/// The names of a statement's columns, and how each is read.
+pub(crate) fn layout(
+    statement: &tokio_postgres::Statement,
+) -> Result<(Arc<[String]>, Vec<Decoder>)> {
+    let columns = statement.columns().iter().map(|c| c.name().to_owned()).collect();
+    let decoders = statement
+        .columns()
+        .iter()
+        .map(|c| Decoder::for_type(c.name(), c.type_()))
+        .collect::<Result<_>>()?;
+    Ok((columns, decoders))
 }
 
 /// How one column's values are read.
@@ -343,14 +385,25 @@ fn decode_cell<'a>(
     decoder: Decoder,
     uuid: &'a mut [u8; 45],
 ) -> Result<Cell<'a>> {
-    let Some(RawBytes(raw)) = row.try_get::<_, Option<RawBytes<'_>>>(i).map_err(query_error)?
-    else {
+    let raw = row.try_get::<_, Option<RawBytes<'_>>>(i).map_err(query_error)?;
+    decode_raw(raw.map(|RawBytes(raw)| raw), row.columns()[i].name(), decoder, uuid)
+}
+
+/// A column's value from the wire (`None` for NULL) as a cell, its text borrowed from `raw`
+/// (a UUID's from `uuid`).
+pub(crate) fn decode_raw<'a>(
+    raw: Option<&'a [u8]>,
+    column: &str,
+    decoder: Decoder,
+    uuid: &'a mut [u8; 45],
+) -> Result<Cell<'a>> {
+    let Some(raw) = raw else {
         return Ok(Cell::Null);
     };
     let bad = |what: &str| Error::Query {
         engine: ENGINE,
         sqlstate: None,
-        message: format!("column `{}`: {what}", row.columns()[i].name()),
+        message: format!("column `{column}`: {what}"),
         position: None,
         retryable: false,
     };
@@ -451,7 +504,7 @@ impl<'a> FromSql<'a> for Numeric {
 
 /// A query parameter, converted to whatever type the prepared statement expects.
 #[derive(Debug)]
-struct Param<'a>(&'a Value);
+pub(crate) struct Param<'a>(pub(crate) &'a Value);
 
 impl ToSql for Param<'_> {
     fn to_sql(

@@ -199,3 +199,60 @@ async fn the_fixture_helpers_still_work_on_a_tls_only_server() {
     );
     assert!(connect_and_check(&conn).await.unwrap());
 }
+
+/// Sends `select 41 + 1` as a simple query over a session taken back from tokio-postgres, and
+/// reads the answer off the socket.
+async fn over_a_detached_session(conn: &str) -> (bool, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = ldsync_pgtls::parse(conn).unwrap();
+    assert!(connect.can_detach());
+    let (client, detachable) = connect.connect_detachable().await.unwrap();
+    let (ssl, mut stream) = detachable
+        .drive(async {
+            let row = client
+                .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+                .await?;
+            Ok(row.get::<_, bool>(0))
+        })
+        .await
+        .unwrap();
+    drop(client);
+    let sql = b"select 41 + 1 as answer\0";
+    let mut query = vec![b'Q'];
+    query.extend_from_slice(&u32::try_from(sql.len() + 4).unwrap().to_be_bytes());
+    query.extend_from_slice(sql);
+    stream.write_all(&query).await.unwrap();
+    let mut read = Vec::new();
+    // RowDescription, DataRow, CommandComplete, ReadyForQuery: the data row holds `42`.
+    while !read.ends_with(b"Z\0\0\0\x05I") {
+        let mut buf = [0; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the server closed the session");
+        read.extend_from_slice(&buf[..n]);
+    }
+    let data = read.iter().position(|&b| b == b'D').unwrap();
+    let answer = String::from_utf8_lossy(&read[data + 11..data + 13]).into_owned();
+    (ssl, answer)
+}
+
+#[tokio::test]
+async fn a_detached_session_speaks_on_after_tls_and_after_plain_startup() {
+    let fixture = fixture();
+    let ca = fixture.ca.display();
+    let tls = url(&fixture.server, "localhost", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    assert_eq!(over_a_detached_session(&tls).await, (true, "42".to_owned()));
+    let plain = url(ldsync_test_support::postgres::shared(), "127.0.0.1", "sslmode=prefer");
+    assert_eq!(over_a_detached_session(&plain).await, (false, "42".to_owned()));
+    // What detaching does not handle is said, for the caller to connect the usual way.
+    let attrs = ldsync_pgtls::parse(&format!("{plain}&target_session_attrs=read-write")).unwrap();
+    assert!(!attrs.can_detach());
+}
+
+#[tokio::test]
+async fn a_detached_session_reports_a_host_it_cannot_reach() {
+    // A port nothing listens on.
+    let closed = ldsync_test_support::free_port().unwrap();
+    let conn = format!("postgres://postgres@127.0.0.1:{closed}/postgres?connect_timeout=2");
+    let error = ldsync_pgtls::parse(&conn).unwrap().connect_detachable().await.unwrap_err();
+    assert!(error.to_string().contains(&format!("127.0.0.1:{closed}")), "{error}");
+}
