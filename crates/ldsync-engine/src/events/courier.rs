@@ -112,7 +112,11 @@ impl Courier {
                         if promises.begun() {
                             let (ledger, plan_id) = (ledger.clone(), plan_id.clone());
                             let written = tokio::task::spawn_blocking(move || {
-                                ledger.prepare_identities(&plan_id, seen.into_hashes(), today)
+                                ledger.prepare_identities(
+                                    &plan_id,
+                                    seen.into_sorted_hashes(),
+                                    today,
+                                )
                             })
                             .await;
                             // Without it, the commit writes the identities itself.

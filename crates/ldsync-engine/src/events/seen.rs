@@ -50,13 +50,19 @@ impl SeenSet {
         self.len + usize::from(self.has_zero)
     }
 
-    /// The hashes in the set, in the table's order (nearly ascending), the table let go.
-    pub(crate) fn into_hashes(self) -> Vec<u128> {
+    /// The hashes in the set, ascending, the table let go.
+    ///
+    /// The table holds them nearly in order already: a hash sits at its home slot (its top
+    /// bits) or a few slots past it, so only neighbours are out of order, and they are put
+    /// right in place rather than sorted again with a scratch copy of them all.
+    pub(crate) fn into_sorted_hashes(self) -> Vec<u128> {
         let mut hashes = Vec::with_capacity(self.len + usize::from(self.has_zero));
         if self.has_zero {
             hashes.push(0);
         }
         hashes.extend((0..self.capacity).map(|at| self.slot(at)).filter(|&hash| hash != 0));
+        drop(self);
+        settle(&mut hashes);
         hashes
     }
 
@@ -124,6 +130,27 @@ impl SeenSet {
     }
 }
 
+/// Sorts `hashes`, which are nearly sorted, by moving each one back past the larger ones
+/// before it; past a budget of moves (hashes far from their place), by a full sort instead.
+fn settle(hashes: &mut [u128]) {
+    let mut budget = hashes.len().saturating_mul(4);
+    for at in 1..hashes.len() {
+        let hash = hashes[at];
+        let mut to = at;
+        while to > 0 && hashes[to - 1] > hash {
+            if budget == 0 {
+                hashes[to] = hash;
+                hashes.sort_unstable();
+                return;
+            }
+            budget -= 1;
+            hashes[to] = hashes[to - 1];
+            to -= 1;
+        }
+        hashes[to] = hash;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -153,6 +180,32 @@ mod tests {
                 prop_assert_eq!(set.insert(hash), reference.insert(hash), "{:#x}", hash);
             }
             prop_assert_eq!(set.len(), reference.len());
+            let mut expected: Vec<u128> = reference.into_iter().collect();
+            expected.sort_unstable();
+            prop_assert_eq!(set.into_sorted_hashes(), expected);
+        }
+
+        /// Whatever the order, settling sorts: nearly sorted input in place, anything else
+        /// past the budget by a full sort.
+        #[test]
+        fn settling_sorts(
+            mut hashes in prop::collection::vec(any::<u128>(), 0..2_000),
+            swaps in prop::collection::vec((0_usize..2_000, 0_usize..4), 0..300),
+            presort in any::<bool>(),
+        ) {
+            if presort {
+                hashes.sort_unstable();
+            }
+            let len = hashes.len();
+            for (at, step) in swaps {
+                if len > 1 {
+                    hashes.swap(at % len, (at + step) % len);
+                }
+            }
+            let mut expected = hashes.clone();
+            expected.sort_unstable();
+            settle(&mut hashes);
+            prop_assert_eq!(hashes, expected);
         }
     }
 
@@ -171,8 +224,7 @@ mod tests {
         assert!(hashes.iter().all(|&hash| !set.insert(hash)));
         assert_eq!(set.len(), hashes.len());
         set.insert(0);
-        let mut all = set.into_hashes();
-        all.sort_unstable();
+        let all = set.into_sorted_hashes();
         let mut expected = hashes;
         expected.push(0);
         expected.sort_unstable();

@@ -337,7 +337,10 @@ impl IdentityStore {
     /// can so run while the last batches are still on their way. The file is a temporary one
     /// until then; a crash leaves it to [`IdentityStore::compact`].
     pub(crate) fn prepare(&self, name: &str, mut hashes: Vec<u128>, day: i64) -> Result<Prepared> {
-        super::sort_by_uniform_key(&mut hashes, |hash| *hash);
+        // A run hands its identities over sorted; checking costs a pass, sorting a copy.
+        if !hashes.is_sorted() {
+            super::sort_by_uniform_key(&mut hashes, |hash| *hash);
+        }
         hashes.dedup();
         crate::journal::create_private_dir(&self.dir)?;
         let temporary = self.dir.join(format!("c-{name}.prepared.tmp"));
