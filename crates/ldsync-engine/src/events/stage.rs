@@ -526,6 +526,43 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// `value` as serde_json writes it. Metric values are mostly amounts with a few decimals,
+/// such as `12.5`; those are written from their integer digits, and anything else (or
+/// anything close to where serde_json switches to an exponent) by serde_json.
+fn write_f64(out: &mut Vec<u8>, value: f64) {
+    const POWERS: [f64; 5] = [1.0, 10.0, 100.0, 1_000.0, 10_000.0];
+    let magnitude = value.abs();
+    if (1e-3..1e15).contains(&magnitude) {
+        for (decimals, power) in POWERS.iter().enumerate() {
+            let scaled = (magnitude * power).round();
+            // The shortest decimals that read back as `value`: what serde_json writes too.
+            if scaled / power == magnitude && scaled < 9_007_199_254_740_992.0 {
+                #[expect(clippy::cast_possible_truncation, reason = "a whole number below 2^53")]
+                #[expect(clippy::cast_sign_loss, reason = "the magnitude is positive")]
+                let digits = scaled as u64;
+                #[expect(clippy::cast_possible_truncation, reason = "a power of ten up to 10^4")]
+                #[expect(clippy::cast_sign_loss, reason = "a power of ten is positive")]
+                let unit = *power as u64;
+                if value < 0.0 {
+                    out.push(b'-');
+                }
+                let mut buffer = itoa::Buffer::new();
+                out.extend_from_slice(buffer.format(digits / unit).as_bytes());
+                out.push(b'.');
+                if decimals == 0 {
+                    out.push(b'0');
+                } else {
+                    let fraction = buffer.format(digits % unit + unit).as_bytes();
+                    // `unit` added and its leading `1` dropped: the fraction's leading zeros.
+                    out.extend_from_slice(&fraction[1..]);
+                }
+                return;
+            }
+        }
+    }
+    serde_json::to_writer(&mut *out, &value).expect("writing to memory cannot fail");
+}
+
 impl Parsed<'_> {
     /// What a rejection shows: the `event_id`, else the event key.
     fn shown(&self) -> &str {
@@ -565,7 +602,7 @@ impl Parsed<'_> {
         serde_json::to_writer(&mut *out, &self.at).expect("writing to memory cannot fail");
         if let Some(value) = self.value {
             out.extend_from_slice(br#","metricValue":"#);
-            serde_json::to_writer(&mut *out, &value).expect("writing to memory cannot fail");
+            write_f64(out, value);
         }
         out.extend_from_slice(br#","contextKeys":{"#);
         match &self.contexts {
@@ -644,6 +681,8 @@ fn parse<'r>(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use proptest::prelude::*;
 
     use ldsync_core::{RowBatch, Value};
     use ldsync_state::StateDir;
@@ -859,5 +898,34 @@ mod tests {
         assert_eq!(ids[1].0, identity::hash(&identity::from_content(&content)));
         let counts = &staged.counts;
         assert_eq!((counts.duplicates, counts.outside, counts.rejected), (3, 2, 0));
+    }
+
+    proptest! {
+        /// Metric values are written byte for byte as serde_json writes them: amounts with
+        /// a few decimals by the fast path, anything else by serde_json.
+        #[test]
+        fn metric_values_are_written_as_serde_json_writes_them(
+            value in prop_oneof![
+                (any::<i64>(), 0_u32..8).prop_map(|(units, decimals)| {
+                    (units % 10_i64.pow(15)) as f64 / 10_f64.powi(decimals as i32)
+                }),
+                (0_i64..100_000, 0_u32..6).prop_map(|(units, decimals)| {
+                    units as f64 / 10_f64.powi(decimals as i32)
+                }),
+                any::<f64>().prop_filter("finite", |v| v.is_finite()),
+                prop::sample::select(vec![
+                    0.0, -0.0, 1e-3, 9.999e-4, 1e15, 999_999_999_999_999.9, 1e16, 0.1, 0.2, 0.3,
+                    12.5, -12.5, 1e14 + 0.5, 4_503_599_627_370_496.5, 2.0_f64.powi(53), 1e-7,
+                ]),
+            ],
+        ) {
+            let mut fast = Vec::new();
+            write_f64(&mut fast, value);
+            prop_assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                serde_json::to_string(&value).unwrap(),
+                "{:?}", value
+            );
+        }
     }
 }
