@@ -222,9 +222,11 @@ pub(crate) struct BatchBuilder {
     max_bytes: usize,
     next_index: usize,
     json: Vec<u8>,
-    /// The JSON buffer of the last batch sealed, for the next one: a batch's JSON is
-    /// megabytes, and a fresh buffer for each batch costs its page faults.
-    spare: Vec<u8>,
+    /// The JSON buffers of batches sealed, for the next ones: a batch's JSON is megabytes,
+    /// and a fresh buffer for each batch (grown step by step) costs its copies and page
+    /// faults. A few are in flight at once: one being built, one being compressed, the next
+    /// ones waiting for them.
+    spares: Vec<Vec<u8>>,
     hashes: Vec<u128>,
     rows: Vec<u64>,
     shown: Shown,
@@ -238,7 +240,7 @@ impl BatchBuilder {
             max_bytes,
             next_index: 0,
             json: Vec::new(),
-            spare: Vec::new(),
+            spares: Vec::new(),
             hashes: Vec::new(),
             rows: Vec::new(),
             shown: Shown::default(),
@@ -290,7 +292,9 @@ impl BatchBuilder {
         self.next_index += 1;
         // The next batch is about as large as this one.
         let (events, json_bytes) = (self.hashes.len(), self.json.len());
-        let json = std::mem::replace(&mut self.json, std::mem::take(&mut self.spare));
+        // Without a spare, room for a batch as large as this one, not one grown from empty.
+        let next = self.spares.pop().unwrap_or_else(|| Vec::with_capacity(json_bytes + 64));
+        let json = std::mem::replace(&mut self.json, next);
         let batch = Batch {
             index,
             plan_id: self.plan_id.clone(),
@@ -307,9 +311,11 @@ impl BatchBuilder {
     /// The batch with its body: its JSON array, compressed.
     /// Takes back the JSON buffer of a sealed batch, to build a later one in.
     pub(crate) fn recycle(&mut self, mut json: Vec<u8>) {
-        if json.capacity() > self.spare.capacity() {
+        /// Buffers kept: more than the batches in flight at once are never needed.
+        const KEPT: usize = 4;
+        if self.spares.len() < KEPT {
             json.clear();
-            self.spare = json;
+            self.spares.push(json);
         }
     }
 }

@@ -617,7 +617,7 @@ impl<S: Source> EventsSync<'_, S> {
                         continue;
                     }
                 }
-                if let Some(spare) = pipeline.as_ref().and_then(courier::Pipeline::spare) {
+                while let Some(spare) = pipeline.as_ref().and_then(courier::Pipeline::spare) {
                     builder.recycle(spare);
                 }
                 stager.chunk(&chunk, |event| {

@@ -536,7 +536,8 @@ fn write_f64(out: &mut Vec<u8>, value: f64) {
         for (decimals, power) in POWERS.iter().enumerate() {
             let scaled = (magnitude * power).round();
             // The shortest decimals that read back as `value`: what serde_json writes too.
-            if scaled / power == magnitude && scaled < 9_007_199_254_740_992.0 {
+            if (scaled / power).to_bits() == magnitude.to_bits() && scaled < 9_007_199_254_740_992.0
+            {
                 #[expect(clippy::cast_possible_truncation, reason = "a whole number below 2^53")]
                 #[expect(clippy::cast_sign_loss, reason = "the magnitude is positive")]
                 let digits = scaled as u64;
@@ -907,10 +908,10 @@ mod tests {
         fn metric_values_are_written_as_serde_json_writes_them(
             value in prop_oneof![
                 (any::<i64>(), 0_u32..8).prop_map(|(units, decimals)| {
-                    (units % 10_i64.pow(15)) as f64 / 10_f64.powi(decimals as i32)
+                    format!("{}e-{decimals}", units % 10_i64.pow(15)).parse().unwrap()
                 }),
                 (0_i64..100_000, 0_u32..6).prop_map(|(units, decimals)| {
-                    units as f64 / 10_f64.powi(decimals as i32)
+                    format!("{units}e-{decimals}").parse().unwrap()
                 }),
                 any::<f64>().prop_filter("finite", |v| v.is_finite()),
                 prop::sample::select(vec![
