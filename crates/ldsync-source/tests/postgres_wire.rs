@@ -132,7 +132,7 @@ async fn dropping_the_rows_ends_the_query_on_the_server() {
     let (wire, _) = sources().await;
     let marker = "ldsync_wire_drop_marker";
     let sql = format!(
-        "select i as {marker} from generate_series(1, 100000000) i, lateral pg_sleep(0.0001) s"
+        "select i as {marker} from generate_series(1, 2000000) i, lateral pg_sleep(0.0001) s"
     );
     let mut stream = wire.fetch_cells(&sql, &[], 100);
     assert!(stream.next().await.unwrap().is_ok());
@@ -154,4 +154,23 @@ async fn dropping_the_rows_ends_the_query_on_the_server() {
         assert!(std::time::Instant::now() < deadline, "the query still runs");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn the_wire_reads_over_a_unix_socket_too() {
+    let (wire, rows) = sources().await;
+    let server = shared();
+    let db = server.create_unique_database("wire_unix").await.unwrap();
+    server.connect_to(&db).await.unwrap().batch_execute(TABLE).await.unwrap();
+    let conn = format!(
+        "host={} port={} user=postgres dbname={db}",
+        server.socket_dir().display(),
+        server.port()
+    );
+    let unix = PostgresSource::new(&Secret::new(conn), Duration::from_secs(30)).unwrap();
+    let sql = "select * from everything order by n nulls first, t";
+    let got = values(&unix, sql, &[]).await.unwrap();
+    assert_eq!(got.len(), 30_004);
+    assert_eq!(got, values(&wire, sql, &[]).await.unwrap());
+    assert_eq!(got, values(&rows, sql, &[]).await.unwrap());
 }

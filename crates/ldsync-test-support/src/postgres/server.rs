@@ -147,6 +147,11 @@ impl PostgresServer {
         self.port
     }
 
+    /// The directory of the server's Unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.root
+    }
+
     /// The connection string of the `postgres` database, as the `postgres` superuser.
     pub fn url(&self) -> String {
         self.url_for(DEFAULT_DATABASE)
