@@ -23,6 +23,7 @@ mod api_error;
 mod config;
 mod environments;
 mod error;
+mod event_check;
 mod events;
 mod faults;
 mod imports;
