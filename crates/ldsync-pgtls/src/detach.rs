@@ -112,48 +112,53 @@ pub enum ServerSocket {
     Unix(UnixStream),
 }
 
-macro_rules! either {
-    ($self:ident, $stream:ident => $call:expr) => {
-        match $self.get_mut() {
-            ServerSocket::Tcp($stream) => {
-                let $stream = Pin::new($stream);
-                $call
+/// Implements tokio's `AsyncRead` and `AsyncWrite` for an enum of two streams, each call
+/// passed to the variant's stream.
+macro_rules! either_stream {
+    ($ty:ident, $a:ident, $b:ident) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $ty::$a(stream) => Pin::new(stream).poll_read(cx, buf),
+                    $ty::$b(stream) => Pin::new(stream).poll_read(cx, buf),
+                }
             }
-            ServerSocket::Unix($stream) => {
-                let $stream = Pin::new($stream);
-                $call
+        }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::$a(stream) => Pin::new(stream).poll_write(cx, buf),
+                    $ty::$b(stream) => Pin::new(stream).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $ty::$a(stream) => Pin::new(stream).poll_flush(cx),
+                    $ty::$b(stream) => Pin::new(stream).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    $ty::$a(stream) => Pin::new(stream).poll_shutdown(cx),
+                    $ty::$b(stream) => Pin::new(stream).poll_shutdown(cx),
+                }
             }
         }
     };
 }
 
-impl AsyncRead for ServerSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        either!(self, stream => stream.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for ServerSocket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        either!(self, stream => stream.poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self, stream => stream.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        either!(self, stream => stream.poll_shutdown(cx))
-    }
-}
+either_stream!(ServerSocket, Tcp, Unix);
 
 /// The TLS stream of a detachable session, as tokio-postgres holds it.
 type SharedTls = Shared<RustlsStream<Shared<ServerSocket>>>;
@@ -191,45 +196,7 @@ pub enum SessionStream {
     Tls(Box<RustlsStream<Shared<ServerSocket>>>),
 }
 
-impl AsyncRead for SessionStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for SessionStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+either_stream!(SessionStream, Plain, Tls);
 
 /// Why a detachable session could not be opened or taken back.
 #[derive(Debug, thiserror::Error)]
