@@ -55,12 +55,14 @@ impl PostgresSource {
                 tracing::debug!(error = %error, "The PostgreSQL connection closed.");
             }
         });
-        let millis = self.statement_timeout.as_millis();
-        client
-            .batch_execute(&format!("set statement_timeout = {millis}"))
-            .await
-            .map_err(query_error)?;
+        self.set_up(&client).await.map_err(query_error)?;
         Ok(client)
+    }
+
+    /// What every session of the source runs first: the statement timeout.
+    pub(crate) async fn set_up(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        let millis = self.statement_timeout.as_millis();
+        client.batch_execute(&format!("set statement_timeout = {millis}")).await
     }
 
     async fn run_query<B: Accumulate>(

@@ -34,9 +34,8 @@ impl PostgresSource {
         sender: &tokio::sync::mpsc::Sender<Result<CellBatch>>,
     ) -> Result<()> {
         let (client, detachable) = self.connect.connect_detachable().await.map_err(detach_error)?;
-        let millis = self.statement_timeout.as_millis();
         let prepared = detachable.drive(async {
-            client.batch_execute(&format!("set statement_timeout = {millis}")).await?;
+            self.set_up(&client).await?;
             client.prepare(sql).await
         });
         let (statement, mut stream) = prepared.await.map_err(|err| match err {
