@@ -1,6 +1,6 @@
 //! Errors of the state store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ldsync_core::{Classify, ErrorDomain};
 
@@ -109,7 +109,7 @@ pub(crate) fn list_dir<T: Ord>(
     Ok(picked)
 }
 
-pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.into();
-    move |source| Error::Io { path, source }
+pub(crate) fn io<P: AsRef<Path> + ?Sized>(path: &P) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    // The path is copied only on an error: this runs for every write of a million records.
+    move |source| Error::Io { path: path.as_ref().to_path_buf(), source }
 }

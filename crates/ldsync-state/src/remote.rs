@@ -71,7 +71,7 @@ fn walk(dir: &Path, prefix: &str, found: &mut Vec<String>) -> Result<()> {
                 reason: "a state file name that is not UTF-8".into(),
             });
         };
-        let kind = entry.file_type().map_err(crate::error::io(entry.path()))?;
+        let kind = entry.file_type().map_err(crate::error::io(&entry.path()))?;
         let relative = format!("{prefix}{name}");
         if kind.is_dir() {
             walk(&entry.path(), &format!("{relative}/"), found)?;
