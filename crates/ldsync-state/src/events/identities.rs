@@ -86,7 +86,8 @@ fn write_records(temporary: &Path, records: impl Iterator<Item = Record>) -> Res
         .mode(0o600)
         .open(&temporary)
         .map_err(io(&temporary))?;
-    let mut out = BufWriter::with_capacity(1 << 16, file);
+    // Large writes: a commit writes tens of megabytes.
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&[0; HEADER]).map_err(io(&temporary))?;
     let (mut count, mut newest, mut fences) = (0_u64, i64::MIN, Vec::new());
     let mut previous: Option<u128> = None;
@@ -337,14 +338,37 @@ impl IdentityStore {
     /// can so run while the last batches are still on their way. The file is a temporary one
     /// until then; a crash leaves it to [`IdentityStore::compact`].
     pub(crate) fn prepare(&self, name: &str, mut hashes: Vec<u128>, day: i64) -> Result<Prepared> {
-        // A run hands its identities over sorted; checking costs a pass, sorting a copy.
         if !hashes.is_sorted() {
             super::sort_by_uniform_key(&mut hashes, |hash| *hash);
         }
         hashes.dedup();
+        self.prepare_sorted(name, hashes.into_iter(), day)
+    }
+
+    /// [`IdentityStore::prepare`] of `hashes` ascending and unique, written as they come
+    /// (a run reads a million out of its table of identities without a copy of them all).
+    /// Hashes out of order fail it, the file removed.
+    pub(crate) fn prepare_sorted(
+        &self,
+        name: &str,
+        hashes: impl Iterator<Item = u128>,
+        day: i64,
+    ) -> Result<Prepared> {
         crate::journal::create_private_dir(&self.dir)?;
         let temporary = self.dir.join(format!("c-{name}.prepared.tmp"));
-        let count = write_records(&temporary, hashes.into_iter().map(|h| (h, day_i32(day))))?;
+        let (mut previous, mut ordered) = (None, true);
+        let records = hashes
+            .take_while(|&hash| {
+                ordered = previous.is_none_or(|previous| previous < hash);
+                previous = Some(hash);
+                ordered
+            })
+            .map(|hash| (hash, day_i32(day)));
+        let count = write_records(&temporary, records)?;
+        if !ordered {
+            remove(&temporary)?;
+            return Err(corrupt(&temporary, "the identities were handed over out of order"));
+        }
         Ok(Prepared { name: name.to_owned(), temporary, count, day })
     }
 

@@ -185,7 +185,7 @@ impl EventLedger {
         match fs::remove_dir_all(self.days_dir()) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io(self.days_dir())(error)),
+            Err(error) => Err(io(&self.days_dir())(error)),
         }
     }
 
@@ -219,6 +219,17 @@ impl EventLedger {
         today: i64,
     ) -> Result<Prepared> {
         self.identities.prepare(plan, delivered, today)
+    }
+
+    /// [`EventLedger::prepare_identities`] of identities ascending and unique, written as
+    /// they come; identities out of order fail it.
+    pub fn prepare_sorted_identities(
+        &self,
+        plan: &str,
+        delivered: impl Iterator<Item = u128>,
+        today: i64,
+    ) -> Result<Prepared> {
+        self.identities.prepare_sorted(plan, delivered, today)
     }
 
     /// [`EventLedger::commit`] with the identities written ahead.
@@ -306,6 +317,13 @@ mod tests {
         ledger.commit(&state, "p3", vec![hash("d")], 100, 30).unwrap();
         assert!(!abandoned.temporary_path().exists());
         assert_eq!(known(&ledger, &["c", "d"]), [false, true]);
+        // Handed over sorted, they are written as they come; out of order, they are refused.
+        let (low, high) = (hash("a").min(hash("e")), hash("a").max(hash("e")));
+        let sorted = ledger.prepare_sorted_identities("p5", [low, high].into_iter(), 100).unwrap();
+        assert_eq!(sorted.count(), 2);
+        let refused = ledger.prepare_sorted_identities("p6", [high, low].into_iter(), 100);
+        assert!(refused.unwrap_err().to_string().contains("out of order"));
+        assert!(!ledger.dir.join("identities").join("c-p6.prepared.tmp").exists());
     }
 
     #[test]
