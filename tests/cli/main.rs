@@ -16,9 +16,11 @@ use std::{
     process::{Command, Output},
 };
 
-/// The repository's root.
-pub(crate) fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap()
+/// The repository's root, from the package folder cargo gives the running test (a test built
+/// for another checkout sharing the target folder would carry that checkout's path).
+pub(crate) fn repo_root() -> std::path::PathBuf {
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    Path::new(&package).parent().and_then(Path::parent).expect("crates/<package>").to_path_buf()
 }
 
 /// `ldsync` with a clean environment: only `PATH`, `HOME` and the given variables.

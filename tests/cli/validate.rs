@@ -13,7 +13,7 @@ const VARS: &[(&str, &str)] = &[
 
 #[test]
 fn the_bundled_syncs_validate() {
-    let output = ldsync(repo_root(), VARS).args(["validate"]).output().unwrap();
+    let output = ldsync(&repo_root(), VARS).args(["validate"]).output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -25,7 +25,8 @@ fn the_bundled_syncs_validate() {
 
 #[test]
 fn the_bundled_syncs_validate_as_json() {
-    let output = ldsync(repo_root(), VARS).args(["validate", "--output", "json"]).output().unwrap();
+    let output =
+        ldsync(&repo_root(), VARS).args(["validate", "--output", "json"]).output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["valid"], true);
@@ -128,7 +129,7 @@ fn problems_are_reported_as_json_too() {
 #[tokio::test]
 async fn the_emulator_flags_reach_the_emulator() {
     let port = ldsync_test_support::free_port().unwrap();
-    let mut child = ldsync(repo_root(), &[])
+    let mut child = ldsync(&repo_root(), &[])
         .args([
             "emulator",
             "--port",
