@@ -89,8 +89,8 @@ impl Courier {
         let (batch_sender, mut batches) = mpsc::channel::<Batch>(IN_FLIGHT);
         let (spare_sender, spares) = std::sync::mpsc::channel();
         let courier = self.clone();
+        let plan_id = plan.body.plan_id.clone();
         let prepare = tokio::spawn(async move {
-            let plan_id = plan.body.plan_id.clone();
             let mut promises = Promises { journal: &courier.journal, plan, file: Vec::new() };
             let mut prepared = None;
             while let Some(step) = step_receiver.recv().await {
@@ -107,26 +107,18 @@ impl Courier {
                             break;
                         }
                     }
-                    Step::End(scope, seen) => {
+                    Step::End(scope, written) => {
                         promises.end(scope).map_err(courier.state_error())?;
-                        if promises.begun() {
-                            let (ledger, plan_id) = (ledger.clone(), plan_id.clone());
-                            let written = tokio::task::spawn_blocking(move || {
-                                ledger.prepare_identities(
-                                    &plan_id,
-                                    seen.into_sorted_hashes(),
-                                    today,
-                                )
-                            })
-                            .await;
-                            // Without it, the commit writes the identities itself.
-                            match written.map_err(|e| e.to_string()).and_then(|written| {
-                                written.map_err(|e| ldsync_core::error_chain(&e))
-                            }) {
-                                Ok(written) => prepared = Some(written),
-                                Err(error) => {
-                                    tracing::debug!(sync = %courier.name, error = %error, "The identities could not be written ahead of the commit.");
-                                }
+                        let Some(written) = written.filter(|_| promises.begun()) else { continue };
+                        // Without it, the commit writes the identities itself.
+                        match written
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|written| written.map_err(|e| ldsync_core::error_chain(&e)))
+                        {
+                            Ok(written) => prepared = Some(written),
+                            Err(error) => {
+                                tracing::debug!(sync = %courier.name, error = %error, "The identities could not be written ahead of the commit.");
                             }
                         }
                     }
@@ -141,7 +133,16 @@ impl Courier {
             }
             Ok(delivery)
         });
-        Pipeline { steps: Some(steps), spares, prepare: Task(prepare), deliver: Task(deliver) }
+        Pipeline {
+            steps: Some(steps),
+            spares,
+            prepare: Task(prepare),
+            deliver: Task(deliver),
+            ledger,
+            plan_id,
+            today,
+            handed: 0,
+        }
     }
 }
 
@@ -149,8 +150,9 @@ impl Courier {
 enum Step {
     /// A closed batch, to seal, journal and send.
     Batch(Built),
-    /// The plan read its whole range: its commit moves `Scope`; the identities it staged.
-    End(Scope, SeenSet),
+    /// The plan read its whole range: its commit moves `Scope`; the identities it staged,
+    /// being written ahead of the commit (when it has batches).
+    End(Scope, Option<JoinHandle<ldsync_state::Result<Prepared>>>),
 }
 
 /// The delivery of one plan, under way.
@@ -159,21 +161,36 @@ pub(crate) struct Pipeline {
     spares: std::sync::mpsc::Receiver<Vec<u8>>,
     prepare: Task<Result<(bool, Option<Prepared>)>>,
     deliver: Task<Result<Delivery>>,
+    /// Where the identities written ahead of the commit go.
+    ledger: EventLedger,
+    plan_id: String,
+    today: i64,
+    /// Batches handed over.
+    handed: usize,
 }
 
 impl Pipeline {
     /// Hands over a closed batch; `false` when delivery stopped (its error is the run's).
     pub(crate) async fn batch(&mut self, built: Built) -> bool {
         let Some(steps) = &self.steps else { return false };
+        self.handed += 1;
         steps.send(Step::Batch(built)).await.is_ok()
     }
 
     /// Says the plan read its whole range, after its last batch, and hands over the
-    /// identities it staged (to write ahead of the commit).
+    /// identities it staged. They are written ahead of the commit at once, while the last
+    /// batches are still sealed, journaled and sent.
     pub(crate) async fn end(&mut self, scope: Scope, seen: SeenSet) {
         if let Some(steps) = self.steps.take() {
+            let written = (self.handed > 0).then(|| {
+                let (ledger, plan_id, today) =
+                    (self.ledger.clone(), self.plan_id.clone(), self.today);
+                tokio::task::spawn_blocking(move || {
+                    ledger.prepare_sorted_identities(&plan_id, seen.into_sorted(), today)
+                })
+            });
             // A closed channel means delivery stopped; its error is the run's.
-            let _ = steps.send(Step::End(scope, seen)).await;
+            let _ = steps.send(Step::End(scope, written)).await;
         }
     }
 

@@ -35,7 +35,7 @@ pub(crate) fn hash(identity: &str) -> u128 {
 pub(crate) fn hash_event_id(buffer: &mut Vec<u8>, event_key: &str, event_id: &str) -> u128 {
     buffer.clear();
     buffer.extend_from_slice(b"id:");
-    serde_json::to_writer(&mut *buffer, &event_key.len()).expect("writing to memory cannot fail");
+    buffer.extend_from_slice(itoa::Buffer::new().format(event_key.len()).as_bytes());
     buffer.push(b':');
     buffer.extend_from_slice(event_key.as_bytes());
     buffer.push(b':');

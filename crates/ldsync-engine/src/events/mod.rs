@@ -604,6 +604,7 @@ impl<S: Source> EventsSync<'_, S> {
             let params = [Value::TimestampMillis(from_ms)];
             let mut stream = self.source.fetch_cells(reading.query, &params, DEFAULT_BATCH_ROWS);
             let (mut chunk, mut chunk_rows, mut full) = (Vec::new(), 0, Vec::new());
+            let mut chunk_size = stage::FIRST_CHUNK_ROWS;
             loop {
                 let next = stream.try_next().await.map_err(|source| {
                     let retryable = ldsync_core::Classify::is_retryable(&source);
@@ -613,16 +614,16 @@ impl<S: Source> EventsSync<'_, S> {
                 if let Some(rows) = next {
                     chunk_rows += rows.len();
                     chunk.push(rows);
-                    if chunk_rows < stage::CHUNK_ROWS {
+                    if chunk_rows < chunk_size {
                         continue;
                     }
+                    chunk_size = (chunk_size * 2).min(stage::CHUNK_ROWS);
                 }
                 while let Some(spare) = pipeline.as_ref().and_then(courier::Pipeline::spare) {
                     builder.recycle(spare);
                 }
                 stager.chunk(&chunk, |event| {
-                    builder.push(event.hash, event.row, event.shown, event.json, &mut full);
-                    Ok(())
+                    builder.push(event.hash, event.row, event.shown, event.json, &mut full)
                 })?;
                 chunk.clear();
                 chunk_rows = 0;
@@ -863,7 +864,10 @@ mod tests {
         reason = "a measurement: synthetic rows, then ratios of sizes and times"
     )]
     fn measure_1m_events() {
-        use std::{sync::Arc, time::Instant};
+        use std::{
+            sync::Arc,
+            time::{Duration, Instant},
+        };
 
         use ldsync_core::{CellBatch, ContextKind, RowBatch};
 
@@ -909,7 +913,7 @@ mod tests {
             future_limit_ms: i64::MAX,
         };
         let extra = HashSet128::default();
-        let run = |batches: Vec<CellBatch>| {
+        let run = |batches: &[CellBatch]| {
             let known = ledger.identities().unwrap();
             let mut stager = Stager::new(&reading, &known, &extra);
             let mut builder = BatchBuilder::new(
@@ -918,39 +922,33 @@ mod tests {
             );
             let (mut full, mut accepted, mut body_bytes, mut journal_bytes) =
                 (Vec::new(), Vec::new(), 0, 0);
-            let started = Instant::now();
-            let mut chunk = Vec::new();
+            let (mut sealing, mut encoding) = (Duration::ZERO, Duration::ZERO);
             let mut settle = |builder: &mut BatchBuilder, full: &mut Vec<_>| {
                 for built in full.drain(..) {
+                    let at = Instant::now();
                     let (batch, json) = batches::seal(built);
+                    sealing += at.elapsed();
                     builder.recycle(json);
                     body_bytes += batch.body.len();
+                    let at = Instant::now();
                     journal_bytes += batch.encode().len();
+                    encoding += at.elapsed();
                     accepted.extend_from_slice(&batch.hashes);
                 }
             };
-            for rows in batches {
-                chunk.push(rows);
-                if chunk.len() * DEFAULT_BATCH_ROWS >= stage::CHUNK_ROWS {
-                    stager
-                        .chunk(&chunk, |e| {
-                            builder.push(e.hash, e.row, e.shown, e.json, &mut full);
-                            Ok(())
-                        })
-                        .unwrap();
-                    chunk.clear();
-                    settle(&mut builder, &mut full);
-                }
+            let started = Instant::now();
+            let rows_per_chunk = stage::CHUNK_ROWS.div_ceil(DEFAULT_BATCH_ROWS);
+            for chunk in batches.chunks(rows_per_chunk) {
+                stager
+                    .chunk(chunk, |e| builder.push(e.hash, e.row, e.shown, e.json, &mut full))
+                    .unwrap();
+                settle(&mut builder, &mut full);
             }
-            stager
-                .chunk(&chunk, |e| {
-                    builder.push(e.hash, e.row, e.shown, e.json, &mut full);
-                    Ok(())
-                })
-                .unwrap();
             full.extend(builder.finish());
             settle(&mut builder, &mut full);
-            (started.elapsed(), stager.counts, accepted, body_bytes, journal_bytes)
+            let took = started.elapsed();
+            eprintln!("  of which sealing {sealing:?}, encoding the journal files {encoding:?}");
+            (took, stager.counts, accepted, body_bytes, journal_bytes)
         };
         let baseline = |batches: &[CellBatch]| {
             let started = Instant::now();
@@ -968,12 +966,18 @@ mod tests {
         };
         let rows = make();
         let plain = baseline(&rows);
-        let (first, counts, accepted, body, journal) = run(rows);
+        // `LDSYNC_MEASURE_REPEAT=n`: the first run n times more, for a profile of staging.
+        let repeat = std::env::var("LDSYNC_MEASURE_REPEAT").map_or(0, |n| n.parse().unwrap());
+        for _ in 0..repeat {
+            let (took, ..) = run(&rows);
+            eprintln!("  first run again: {took:?}");
+        }
+        let (first, counts, accepted, body, journal) = run(&rows);
         assert_eq!(counts.events, ROWS as u64);
         let commit = Instant::now();
         ledger.commit(&EventsState::default(), "bench", accepted, 20_000, 400).unwrap();
         let commit = commit.elapsed();
-        let (again, counts, ..) = run(make());
+        let (again, counts, ..) = run(&rows);
         assert_eq!((counts.events, counts.duplicates), (0, ROWS as u64));
         eprintln!(
             "1 M events: iterate {plain:?}; stage + batch + gzip + encode {first:?} ({:.1} × the pass over the rows); {:.1} B gzip body and {:.1} B journal per event; commit of 1 M identities {commit:?}; next run, all known {again:?}",

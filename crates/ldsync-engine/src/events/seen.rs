@@ -50,20 +50,15 @@ impl SeenSet {
         self.len + usize::from(self.has_zero)
     }
 
-    /// The hashes in the set, ascending, the table let go.
-    ///
-    /// The table holds them nearly in order already: a hash sits at its home slot (its top
-    /// bits) or a few slots past it, so only neighbours are out of order, and they are put
-    /// right in place rather than sorted again with a scratch copy of them all.
+    /// The hashes in the set, ascending, read out of the table as they are handed out.
+    pub(crate) fn into_sorted(self) -> SortedHashes {
+        SortedHashes::new(self)
+    }
+
+    /// [`SeenSet::into_sorted`], collected.
+    #[cfg(test)]
     pub(crate) fn into_sorted_hashes(self) -> Vec<u128> {
-        let mut hashes = Vec::with_capacity(self.len + usize::from(self.has_zero));
-        if self.has_zero {
-            hashes.push(0);
-        }
-        hashes.extend((0..self.capacity).map(|at| self.slot(at)).filter(|&hash| hash != 0));
-        drop(self);
-        settle(&mut hashes);
-        hashes
+        self.into_sorted().collect()
     }
 
     /// Makes room for `additional` more hashes without growing. A sorted chunk must fit
@@ -130,24 +125,86 @@ impl SeenSet {
     }
 }
 
-/// Sorts `hashes`, which are nearly sorted, by moving each one back past the larger ones
-/// before it; past a budget of moves (hashes far from their place), by a full sort instead.
-fn settle(hashes: &mut [u128]) {
-    let mut budget = hashes.len().saturating_mul(4);
-    for at in 1..hashes.len() {
-        let hash = hashes[at];
-        let mut to = at;
-        while to > 0 && hashes[to - 1] > hash {
-            if budget == 0 {
-                hashes[to] = hash;
-                hashes.sort_unstable();
-                return;
+/// The hashes of a [`SeenSet`], ascending, without a copy of them all.
+///
+/// The table holds them nearly in order: a hash sits at its home slot (its top bits) or past
+/// it, in the same run of occupied slots. Two hashes out of order are therefore always in one
+/// run (the smaller one's home is at or before the larger one's, and the larger one was
+/// pushed past it), so sorting each run on its own (a few slots) sorts them all. The last run
+/// may wrap around the table's end: its wrapped part, at the table's start, is set aside
+/// until then.
+#[derive(Debug)]
+pub(crate) struct SortedHashes {
+    set: SeenSet,
+    /// The next slot to read.
+    at: usize,
+    /// The start of the table that belongs to the run wrapping around its end.
+    wrapped: Vec<u128>,
+    /// The run being handed out, sorted descending (handed out from its end).
+    run: Vec<u128>,
+    zero: bool,
+}
+
+impl SortedHashes {
+    fn new(set: SeenSet) -> Self {
+        let zero = set.has_zero;
+        let (mut wrapped, mut run) = (Vec::new(), Vec::new());
+        // The table is never full, so there is an empty slot: the runs start after it.
+        let mut at = 0;
+        while at < set.capacity {
+            let hash = set.slot(at);
+            if hash == 0 {
+                break;
             }
-            budget -= 1;
-            hashes[to] = hashes[to - 1];
-            to -= 1;
+            // Before its home: pushed past the end of the table.
+            if set.home(hash) > at {
+                wrapped.push(hash);
+            } else {
+                run.push(hash);
+            }
+            at += 1;
         }
-        hashes[to] = hash;
+        run.sort_unstable_by(|a, b| b.cmp(a));
+        Self { set, at, wrapped, run, zero }
+    }
+
+    /// Reads the next run into `run`; `false` past the end of the table.
+    fn next_run(&mut self) -> bool {
+        let capacity = self.set.capacity;
+        while self.at < capacity && self.set.slot(self.at) == 0 {
+            self.at += 1;
+        }
+        while self.at < capacity {
+            let hash = self.set.slot(self.at);
+            if hash == 0 {
+                break;
+            }
+            self.run.push(hash);
+            self.at += 1;
+        }
+        if self.at == capacity {
+            self.run.append(&mut self.wrapped);
+        }
+        self.run.sort_unstable_by(|a, b| b.cmp(a));
+        !self.run.is_empty()
+    }
+}
+
+impl Iterator for SortedHashes {
+    type Item = u128;
+
+    fn next(&mut self) -> Option<u128> {
+        if std::mem::take(&mut self.zero) {
+            return Some(0);
+        }
+        loop {
+            if let Some(hash) = self.run.pop() {
+                return Some(hash);
+            }
+            if !self.next_run() {
+                return None;
+            }
+        }
     }
 }
 
@@ -185,27 +242,20 @@ mod tests {
             prop_assert_eq!(set.into_sorted_hashes(), expected);
         }
 
-        /// Whatever the order, settling sorts: nearly sorted input in place, anything else
-        /// past the budget by a full sort.
+        /// Runs of slots that wrap around the table's end come out in order too.
         #[test]
-        fn settling_sorts(
-            mut hashes in prop::collection::vec(any::<u128>(), 0..2_000),
-            swaps in prop::collection::vec((0_usize..2_000, 0_usize..4), 0..300),
-            presort in any::<bool>(),
+        fn hashes_crowded_at_both_ends_come_out_sorted(
+            low in prop::collection::vec(0_u128..1 << 120, 0..200),
+            high in prop::collection::vec(u128::MAX - (1 << 120)..=u128::MAX, 0..200),
         ) {
-            if presort {
-                hashes.sort_unstable();
+            let mut set = SeenSet::default();
+            let mut expected: Vec<u128> = high.iter().chain(&low).copied().collect();
+            for &hash in &expected {
+                set.insert(hash);
             }
-            let len = hashes.len();
-            for (at, step) in swaps {
-                if len > 1 {
-                    hashes.swap(at % len, (at + step) % len);
-                }
-            }
-            let mut expected = hashes.clone();
             expected.sort_unstable();
-            settle(&mut hashes);
-            prop_assert_eq!(hashes, expected);
+            expected.dedup();
+            prop_assert_eq!(set.into_sorted_hashes(), expected);
         }
     }
 

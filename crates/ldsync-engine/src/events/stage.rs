@@ -13,7 +13,7 @@ use std::{
 };
 
 use ldsync_core::{Cell, CellBatch, CellRow, ContextKind};
-use ldsync_launchdarkly::{CustomEvent, MAX_EVENT_PAYLOAD_BYTES};
+use ldsync_launchdarkly::CustomEvent;
 use ldsync_state::{IdentityIndex, Rejection, UniformSort};
 
 use super::{identity, seen::SeenSet};
@@ -25,6 +25,11 @@ pub(crate) const KEPT_REJECTIONS: usize = 1_000;
 /// Rows a run reads before it checks them against the delivered identities: one sorted pass
 /// over the identity files per chunk, rather than one read per row.
 pub(crate) const CHUNK_ROWS: usize = 65_536;
+
+/// Rows of a run's first chunk; each next one twice as many, up to [`CHUNK_ROWS`]. Staging
+/// and the first batch start while the query still reads its first tens of thousands of rows,
+/// instead of after them.
+pub(crate) const FIRST_CHUNK_ROWS: usize = 8_192;
 
 /// What a run reads: the query, `$1`, the range of `occurred_at` it keeps, and what it knows.
 pub(crate) struct Reading<'a> {
@@ -105,23 +110,23 @@ pub(crate) struct NewEvent<'a> {
     pub(crate) row: u64,
     /// What a rejection shows: its `event_id`, else its event key.
     pub(crate) shown: &'a str,
-    /// Its JSON, exactly as it goes into a payload.
-    pub(crate) json: &'a [u8],
+    /// Writes its JSON, exactly as it goes into a payload, at the end of a buffer.
+    pub(crate) json: &'a dyn Fn(&mut Vec<u8>),
 }
 
 /// Turns rows into new events, chunk by chunk: checks each row, drops the rows outside the
 /// range and those already delivered (in the identity files, in `extra`, or earlier in this
-/// run), and hands each new event to a callback in the order of the result.
+/// run), and hands each new event to a callback in the order of the result. The callback
+/// writes the event's JSON where it goes (a batch), and refuses an event too large to send.
 pub(crate) struct Stager<'a> {
     reading: &'a Reading<'a>,
     known: &'a IdentityIndex,
     extra: &'a HashSet128,
     layout: Option<Columns>,
     seen: SeenSet,
-    /// Reused buffers: an identity's text, an event's JSON, and a chunk's candidates, their
-    /// hash order, probes and answers (fresh ones would cost their page faults every chunk).
+    /// Reused buffers: an identity's text, and a chunk's candidates, their hash order,
+    /// probes and answers (fresh ones would cost their page faults every chunk).
     identity: Vec<u8>,
-    json: Vec<u8>,
     candidates: Vec<Candidate<'static>>,
     order: Vec<(u128, u32)>,
     sort: UniformSort<(u128, u32)>,
@@ -154,7 +159,6 @@ impl<'a> Stager<'a> {
             layout: None,
             seen: SeenSet::default(),
             identity: Vec::new(),
-            json: Vec::new(),
             candidates: Vec::new(),
             order: Vec::new(),
             sort: UniformSort::default(),
@@ -171,11 +175,12 @@ impl<'a> Stager<'a> {
         std::mem::take(&mut self.seen)
     }
 
-    /// Stages the rows of `chunk`, calling `new_event` for each new event.
+    /// Stages the rows of `chunk`, calling `new_event` for each new event; an event it
+    /// refuses (`false`: alone, larger than a request may be) is rejected.
     pub(crate) fn chunk(
         &mut self,
         chunk: &[CellBatch],
-        mut new_event: impl FnMut(NewEvent<'_>) -> Result<(), String>,
+        mut new_event: impl FnMut(NewEvent<'_>) -> bool,
     ) -> Result<()> {
         let Some(first) = chunk.first() else { return Ok(()) };
         if self.layout.is_none() {
@@ -231,23 +236,17 @@ impl<'a> Stager<'a> {
                 self.counts.duplicates += 1;
                 continue;
             }
-            self.json.clear();
-            parsed.write_json(&mut self.json);
-            // `[` and `]` around one event: an event that alone is over the limit cannot be sent.
-            if self.json.len() + 2 > MAX_EVENT_PAYLOAD_BYTES {
+            let json = |out: &mut Vec<u8>| parsed.write_json(out);
+            let shown = parsed.shown();
+            if !new_event(NewEvent { hash: *hash, row: *row, shown, json: &json }) {
                 self.counts.reject(
                     *row,
-                    Some(parsed.shown().to_owned()),
+                    Some(shown.to_owned()),
                     "the event is larger than the 10 MB LaunchDarkly takes in one request (shrink `data`)"
                         .to_owned(),
                 );
                 continue;
             }
-            new_event(NewEvent { hash: *hash, row: *row, shown: parsed.shown(), json: &self.json })
-                .map_err(|message| Error::Internal {
-                    sync: self.reading.sync.to_owned(),
-                    message,
-                })?;
             self.counts.events += 1;
             self.counts.latest_ms = self.counts.latest_ms.max(Some(parsed.at));
             if self.counts.samples.len() < SAMPLES {
@@ -515,8 +514,7 @@ pub(crate) struct Parsed<'r> {
 /// `text` as a JSON string, byte for byte as serde_json writes it. Keys and ids rarely hold a
 /// character to escape, and copying them as they are is most of the cost of an event's JSON.
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    // serde_json escapes control characters, `"` and `\`, and nothing else.
-    if text.bytes().all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\') {
+    if is_plain(text.as_bytes()) {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
@@ -524,6 +522,24 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     } else {
         serde_json::to_writer(&mut *out, text).expect("writing to memory cannot fail");
     }
+}
+
+/// Whether serde_json writes `bytes` as they are: no control character, `"` or `\\` (it
+/// escapes those and nothing else). Eight bytes at a time.
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A high bit set where a byte of `word` is below `n` (exact for the word as a whole).
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        if below(word, 0x20) | below(word ^ (ONES * 0x22), 1) | below(word ^ (ONES * 0x5c), 1) != 0
+        {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
 }
 
 /// `value` as serde_json writes it. Metric values are mostly amounts with a few decimals,
@@ -600,7 +616,7 @@ impl Parsed<'_> {
         out.extend_from_slice(br#"{"kind":"custom","key":"#);
         write_str(out, self.key);
         out.extend_from_slice(br#","creationDate":"#);
-        serde_json::to_writer(&mut *out, &self.at).expect("writing to memory cannot fail");
+        out.extend_from_slice(itoa::Buffer::new().format(self.at).as_bytes());
         if let Some(value) = self.value {
             out.extend_from_slice(br#","metricValue":"#);
             write_f64(out, value);
@@ -686,9 +702,11 @@ mod tests {
     use proptest::prelude::*;
 
     use ldsync_core::{RowBatch, Value};
+    use ldsync_launchdarkly::MAX_EVENT_PAYLOAD_BYTES;
     use ldsync_state::StateDir;
 
     use super::*;
+    use crate::events::batches::{Batch, BatchBuilder};
 
     fn batch(columns: &[&str], rows: Vec<Vec<Value>>) -> RowBatch {
         let columns: Arc<[String]> = columns.iter().map(|c| (*c).to_owned()).collect();
@@ -718,15 +736,23 @@ mod tests {
             state.event_ledger(&"checkouts".parse().unwrap()).unwrap().identities().unwrap();
         let extra: HashSet128 = known.iter().map(|identity| identity::hash(identity)).collect();
         let mut stager = Stager::new(&reading, &index, &extra);
-        let mut events = Vec::new();
+        // The events go into batches as in a run, one batch for all.
+        let mut builder = BatchBuilder::new(usize::MAX, MAX_EVENT_PAYLOAD_BYTES);
+        let mut full = Vec::new();
         // Two chunks, so that a row repeated across chunks is seen as such.
         let (first, second) = rows.rows.split_at(rows.rows.len() / 2);
         for part in [first, second] {
             let chunk = RowBatch { columns: rows.columns.clone(), rows: part.to_vec() };
             stager.chunk(&[CellBatch::from_rows(&chunk)], |event| {
-                events.push((event.hash, event.row, serde_json::from_slice(event.json).unwrap()));
-                Ok(())
+                builder.push(event.hash, event.row, event.shown, event.json, &mut full)
             })?;
+        }
+        full.extend(builder.finish());
+        let mut events = Vec::new();
+        for built in full {
+            let values: Vec<serde_json::Value> = serde_json::from_slice(&built.json).unwrap();
+            let Batch { hashes, rows, .. } = built.batch;
+            events.extend(hashes.into_iter().zip(rows).zip(values).map(|((h, r), v)| (h, r, v)));
         }
         Ok(Staged { counts: stager.counts, events })
     }
@@ -750,6 +776,20 @@ mod tests {
             let mut out = Vec::new();
             write_str(&mut out, text);
             assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+    }
+
+    proptest! {
+        /// Checking eight bytes at a time finds what a byte at a time finds.
+        #[test]
+        fn plain_text_is_found_as_byte_by_byte(
+            text in prop::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0_u8..0x20, 0x20_u8..0x7f, 0x80_u8..=0xff],
+                0..40,
+            ),
+        ) {
+            let expected = text.iter().all(|&byte| byte >= 0x20 && byte != b'"' && byte != b'\\');
+            prop_assert_eq!(is_plain(&text), expected);
         }
     }
 
@@ -800,6 +840,10 @@ mod tests {
                 with(0, text("")),
                 with(3, Value::Int(5_000)), // epoch milliseconds are fine
                 with(5, text(r#"{"plan": "pro"}"#)),
+                with(
+                    5,
+                    Value::Json(serde_json::json!({"blob": "x".repeat(MAX_EVENT_PAYLOAD_BYTES)})),
+                ),
             ],
         );
         let staged = staged(&rows, &[], None).unwrap();
@@ -818,11 +862,12 @@ mod tests {
                 (9, "`data` is an array, expected a JSON object"),
                 (10, "`data` is not valid JSON: key must be a string at line 1 column 2"),
                 (11, "`event_id` is empty"),
+                (14, "the event is larger than the 10 MB LaunchDarkly takes in one request (shrink `data`)"),
             ]
         );
         assert_eq!(staged.counts.rejections[0].key.as_deref(), None);
         assert_eq!(staged.counts.rejections[2].key.as_deref(), Some("buy"));
-        assert_eq!((staged.counts.rows, staged.counts.rejected, staged.events.len()), (13, 10, 3));
+        assert_eq!((staged.counts.rows, staged.counts.rejected, staged.events.len()), (14, 11, 3));
         let with_data = staged.events.iter().find_map(|(.., json)| json.get("data")).unwrap();
         assert_eq!(with_data["plan"], "pro");
         assert_eq!(staged.counts.latest_ms, Some(5_000));
