@@ -8,9 +8,12 @@
 //! resume can alter a payload that LaunchDarkly may already have counted). The file is binary
 //! and checksummed: 16 bytes of identity per event rather than JSON text.
 //!
-//! Building and sealing are two steps: [`BatchBuilder::push`] gathers events into a [`Built`]
-//! batch (its JSON array), and [`seal`] compresses it into the request body and gives the
-//! JSON's buffer back for a later batch ([`BatchBuilder::recycle`]).
+//! Building and sealing are two steps, on two threads: [`BatchBuilder::push`] writes each
+//! event's JSON into a piece of a few hundred kilobytes and hands pieces over as they fill
+//! ([`Part::Json`]), then the batch when it closes ([`Part::Batch`]); a [`Sealer`] compresses
+//! the pieces as they come and gives their buffers back ([`BatchBuilder::recycle`]). A batch's
+//! JSON (megabytes) is so never held whole: each piece is compressed while it is still in the
+//! processor's caches, and the same few buffers serve the whole run.
 
 use std::io::Write as _;
 
@@ -239,30 +242,48 @@ impl<'a> Reader<'a> {
 }
 
 /// Gzip at the fastest level: event JSON compresses about as well at level 1 as at 6 (its
-/// repeats are short-range), at a fraction of the CPU. The header carries no name and no time,
-/// so equal input gives equal bytes.
-pub(crate) fn gzip(json: &[u8]) -> Bytes {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
-    encoder.write_all(json).expect("writing into memory cannot fail");
-    Bytes::from(encoder.finish().expect("writing into memory cannot fail"))
+/// repeats are short-range), at a fraction of the CPU. The header carries no name and no time.
+fn encoder(capacity: usize) -> GzEncoder<Vec<u8>> {
+    GzEncoder::new(Vec::with_capacity(capacity), Compression::fast())
 }
 
-/// The batch with its body: its JSON array, compressed; and the JSON's buffer, emptied, for
-/// [`BatchBuilder::recycle`].
-pub(crate) fn seal(built: Built) -> (Batch, Vec<u8>) {
-    let body = gzip(&built.json);
-    let mut json = built.json;
-    json.clear();
-    (Batch { body, ..built.batch }, json)
-}
+/// Bytes of JSON in a piece before it is handed over: well inside the processor's caches.
+const PIECE_BYTES: usize = 256 * 1024;
 
-/// A batch as built: its events, and the JSON array that [`seal`] compresses into its body.
+/// What the builder hands over, in order.
 #[derive(Debug)]
-pub(crate) struct Built {
-    /// The batch, its body still empty.
-    pub(crate) batch: Batch,
-    /// The JSON array of its events.
-    pub(crate) json: Vec<u8>,
+pub(crate) enum Part {
+    /// The next bytes of the open batch's JSON array.
+    Json(Vec<u8>),
+    /// The batch the pieces handed over since the one before make up, its body still empty.
+    Batch(Batch),
+}
+
+/// Compresses the pieces of each batch as they come, into its body.
+#[derive(Debug, Default)]
+pub(crate) struct Sealer {
+    encoder: Option<GzEncoder<Vec<u8>>>,
+    /// The size of the last body: room for the next one.
+    last_body: usize,
+}
+
+impl Sealer {
+    /// Compresses the next piece of the open batch; gives its buffer back, emptied.
+    pub(crate) fn piece(&mut self, mut json: Vec<u8>) -> Vec<u8> {
+        let room = self.last_body + self.last_body / 8;
+        let encoder = self.encoder.get_or_insert_with(|| encoder(room.max(64 * 1024)));
+        encoder.write_all(&json).expect("writing into memory cannot fail");
+        json.clear();
+        json
+    }
+
+    /// `batch` with its body: the pieces since the batch before, compressed.
+    pub(crate) fn seal(&mut self, batch: Batch) -> Batch {
+        let encoder = self.encoder.take().unwrap_or_else(|| encoder(64));
+        let body = Bytes::from(encoder.finish().expect("writing into memory cannot fail"));
+        self.last_body = body.len();
+        Batch { body, ..batch }
+    }
 }
 
 /// Builds batches as events arrive: at most `max_events` events and `max_bytes` of
@@ -273,11 +294,11 @@ pub(crate) struct BatchBuilder {
     max_events: usize,
     max_bytes: usize,
     next_index: usize,
-    json: Vec<u8>,
-    /// The JSON buffers of batches sealed, for the next ones: a batch's JSON is megabytes,
-    /// and a fresh buffer for each batch (grown step by step) costs its copies and page
-    /// faults. A few are in flight at once: one being built, one being compressed, the next
-    /// ones waiting for them.
+    /// The part of the open batch's JSON not yet handed over.
+    piece: Vec<u8>,
+    /// Bytes of the open batch's JSON already handed over.
+    shipped: usize,
+    /// Buffers of pieces compressed, for the next ones.
     spares: Vec<Vec<u8>>,
     hashes: Vec<u128>,
     rows: Vec<u64>,
@@ -291,7 +312,8 @@ impl BatchBuilder {
             max_events: max_events.max(1),
             max_bytes,
             next_index: 0,
-            json: Vec::new(),
+            piece: Vec::new(),
+            shipped: 0,
             spares: Vec::new(),
             hashes: Vec::new(),
             rows: Vec::new(),
@@ -309,66 +331,73 @@ impl BatchBuilder {
         self.next_index
     }
 
-    /// Adds an event, its JSON written by `write` straight into the batch; returns the batch
-    /// it closed: the one before, when this event does not fit in it, or the one it fills to
-    /// `max_events`. At most one batch per call, so the caller sends each as soon as it is
-    /// closed. `false`: the event alone is over `max_bytes`, and cannot be sent (it is not
-    /// added).
+    /// Adds an event, its JSON written by `write` straight into the open batch; hands over
+    /// to `out` the pieces that filled and the batches that closed: the one before, when this
+    /// event does not fit in it, or the one it fills to `max_events`. `false`: the event alone
+    /// is over `max_bytes`, and cannot be sent (it is not added).
     pub(crate) fn push(
         &mut self,
         hash: u128,
         row: u64,
         shown: &str,
         write: &dyn Fn(&mut Vec<u8>),
-        full: &mut Vec<Built>,
+        out: &mut Vec<Part>,
     ) -> bool {
-        let start = self.json.len();
-        self.json.push(if start == 0 { b'[' } else { b',' });
-        write(&mut self.json);
+        let start = self.piece.len();
+        self.piece.push(if self.hashes.is_empty() { b'[' } else { b',' });
+        write(&mut self.piece);
         // `[` and `]` around it.
-        if self.json.len() - start + 1 > self.max_bytes {
-            self.json.truncate(start);
+        if self.piece.len() - start + 1 > self.max_bytes {
+            self.piece.truncate(start);
             return false;
         }
         // With the closing `]`, over the limit: the event opens the next batch instead.
-        if start > 0 && self.json.len() + 1 > self.max_bytes {
-            let mut next = self.spares.pop().unwrap_or_else(|| Vec::with_capacity(start + 64));
+        if !self.hashes.is_empty() && self.shipped + self.piece.len() + 1 > self.max_bytes {
+            let mut next = self.spare();
             next.push(b'[');
-            next.extend_from_slice(&self.json[start + 1..]);
-            self.json.truncate(start);
-            full.extend(self.finish_into(next));
+            next.extend_from_slice(&self.piece[start + 1..]);
+            self.piece.truncate(start);
+            self.close(next, out);
         }
         self.hashes.push(hash);
         self.rows.push(row);
         self.shown.push(shown);
         if self.hashes.len() >= self.max_events {
-            full.extend(self.finish());
+            let next = self.spare();
+            self.close(next, out);
+        } else if self.piece.len() >= PIECE_BYTES {
+            let next = self.spare();
+            let piece = std::mem::replace(&mut self.piece, next);
+            self.shipped += piece.len();
+            out.push(Part::Json(piece));
         }
         true
     }
 
-    /// Closes the batch being built, if it has events.
-    pub(crate) fn finish(&mut self) -> Option<Built> {
-        if self.hashes.is_empty() {
-            return None;
+    /// Closes the open batch, if it has events.
+    pub(crate) fn finish(&mut self, out: &mut Vec<Part>) {
+        if !self.hashes.is_empty() {
+            let next = self.spare();
+            self.close(next, out);
         }
-        // Without a spare, room for a batch as large as this one, not one grown from empty.
-        let next = self.spares.pop().unwrap_or_else(|| Vec::with_capacity(self.json.len() + 64));
-        self.finish_into(next)
     }
 
-    /// Closes the batch being built, the next one to be built in `next`.
-    fn finish_into(&mut self, next: Vec<u8>) -> Option<Built> {
-        if self.hashes.is_empty() {
-            return None;
-        }
-        self.json.push(b']');
+    /// A buffer for the next piece.
+    fn spare(&mut self) -> Vec<u8> {
+        self.spares.pop().unwrap_or_else(|| Vec::with_capacity(PIECE_BYTES + 4096))
+    }
+
+    /// Closes the open batch (it has events), the next one to be built in `next`.
+    fn close(&mut self, next: Vec<u8>, out: &mut Vec<Part>) {
+        self.piece.push(b']');
         let index = self.next_index;
         self.next_index += 1;
         // The next batch is about as large as this one.
-        let (events, json_bytes) = (self.hashes.len(), self.json.len());
-        let json = std::mem::replace(&mut self.json, next);
-        let batch = Batch {
+        let events = self.hashes.len();
+        let piece = std::mem::replace(&mut self.piece, next);
+        let json_bytes = std::mem::take(&mut self.shipped) + piece.len();
+        out.push(Part::Json(piece));
+        out.push(Part::Batch(Batch {
             index,
             plan_id: self.plan_id.clone(),
             payload_id: uuid::Uuid::new_v4().to_string(),
@@ -377,14 +406,13 @@ impl BatchBuilder {
             shown: std::mem::take(&mut self.shown),
             json_bytes,
             body: Bytes::new(),
-        };
-        Some(Built { batch, json })
+        }));
     }
 
-    /// Takes back the JSON buffer of a sealed batch, to build a later one in.
+    /// Takes back the buffer of a piece compressed, to build a later one in.
     pub(crate) fn recycle(&mut self, mut json: Vec<u8>) {
-        /// Buffers kept: more than the batches in flight at once are never needed.
-        const KEPT: usize = 4;
+        /// Buffers kept: about as many as pieces wait to be compressed.
+        const KEPT: usize = 32;
         if self.spares.len() < KEPT {
             json.clear();
             self.spares.push(json);
@@ -412,21 +440,35 @@ mod tests {
     }
 
     fn build(builder: &mut BatchBuilder, events: u64) -> Vec<Batch> {
-        let mut batches = Vec::new();
+        let mut parts = Vec::new();
         for n in 0..events {
             let json = event(n);
             let write = |out: &mut Vec<u8>| out.extend_from_slice(&json);
-            assert!(builder.push(u128::from(n), n + 1, &format!("o-{n}"), &write, &mut batches));
+            assert!(builder.push(u128::from(n), n + 1, &format!("o-{n}"), &write, &mut parts));
         }
-        batches.extend(builder.finish());
+        builder.finish(&mut parts);
+        seal_all(builder, parts)
+    }
+
+    /// The batches of `parts`, sealed; the pieces' buffers go back to `builder`.
+    fn seal_all(builder: &mut BatchBuilder, parts: Vec<Part>) -> Vec<Batch> {
+        seal_with(&mut Sealer::default(), builder, parts)
+    }
+
+    /// [`seal_all`] by `sealer`, which may hold a batch's first pieces already.
+    fn seal_with(sealer: &mut Sealer, builder: &mut BatchBuilder, parts: Vec<Part>) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        for part in parts {
+            match part {
+                Part::Json(json) => {
+                    let spare = sealer.piece(json);
+                    assert!(spare.is_empty());
+                    builder.recycle(spare);
+                }
+                Part::Batch(batch) => batches.push(sealer.seal(batch)),
+            }
+        }
         batches
-            .into_iter()
-            .map(|built| {
-                let (batch, json) = seal(built);
-                builder.recycle(json);
-                batch
-            })
-            .collect()
     }
 
     #[test]
@@ -448,7 +490,9 @@ mod tests {
         assert_eq!(json[0]["creationDate"], 2);
         assert_eq!(batches[1].json_bytes, gunzip(&batches[1].body).len());
         assert!(batches.iter().all(|b| b.plan_id == builder.plan_id()));
-        assert!(BatchBuilder::new(2, 100).finish().is_none());
+        let mut none = Vec::new();
+        BatchBuilder::new(2, 100).finish(&mut none);
+        assert!(none.is_empty());
     }
 
     #[test]
@@ -473,11 +517,45 @@ mod tests {
         assert!(!builder.push(2, 2, "b", &large, &mut full));
         assert!(builder.push(3, 3, "c", &small, &mut full));
         assert!(full.is_empty());
-        let (batch, json) = seal(builder.finish().unwrap());
+        builder.finish(&mut full);
+        let batch = seal_all(&mut builder, full).remove(0);
         assert_eq!((batch.hashes, batch.rows), (vec![1, 3], vec![1, 3]));
         let events: Vec<serde_json::Value> = serde_json::from_slice(&gunzip(&batch.body)).unwrap();
         assert_eq!(events.len(), 2);
-        assert!(json.is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_many_pieces_is_one_json_array_and_its_pieces_are_built_in_again() {
+        // About 1 KiB an event: a batch of 1 000 spans four pieces.
+        let write = |n: u64| {
+            move |out: &mut Vec<u8>| {
+                let padding = "x".repeat(1_000);
+                out.extend_from_slice(format!(r#"{{"n":{n},"pad":"{padding}"}}"#).as_bytes());
+            }
+        };
+        let mut builder = BatchBuilder::new(1_000, 10_000_000);
+        let (mut parts, mut batches, mut sealer) = (Vec::new(), Vec::new(), Sealer::default());
+        for n in 0..3_500 {
+            assert!(builder.push(u128::from(n), n, "x", &write(n), &mut parts));
+            // Sealed as they come, so that their buffers serve the next pieces.
+            batches.extend(seal_with(&mut sealer, &mut builder, std::mem::take(&mut parts)));
+        }
+        builder.finish(&mut parts);
+        batches.extend(seal_with(&mut sealer, &mut builder, parts));
+        assert_eq!(batches.iter().map(Batch::len).collect::<Vec<_>>(), [1_000, 1_000, 1_000, 500]);
+        let mut next = 0;
+        for batch in &batches {
+            let json = gunzip(&batch.body);
+            assert_eq!(json.len(), batch.json_bytes);
+            let events: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+            for event in events {
+                assert_eq!(event["n"], next);
+                next += 1;
+            }
+        }
+        assert_eq!(next, 3_500);
+        // The few buffers of the pieces served the whole run.
+        assert!(builder.spares.len() <= 2, "{}", builder.spares.len());
     }
 
     #[test]

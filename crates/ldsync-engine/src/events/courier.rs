@@ -15,12 +15,16 @@ use ldsync_state::{EventLedger, Journal, Plan, Prepared, Rejection};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    batches::{self, Batch, Built},
+    batches::{self, Batch, Part, Sealer},
     refuses_batch,
     seen::SeenSet,
     stage, Delivery, EventsPlan, Scope, END_FILE, IN_FLIGHT,
 };
 use crate::{Error, Result};
+
+/// Pieces of JSON (256 KiB each) waiting to be compressed: about two batches of the default
+/// size, so the warehouse goes on being read while a batch is sealed and sent.
+const PIECES_IN_FLIGHT: usize = 48;
 
 /// What a sync sends with, owned, so that its delivery can run on a task of its own.
 #[derive(Debug, Clone)]
@@ -85,21 +89,22 @@ impl Courier {
     /// identities its commit adds to `ledger` are written ahead ([`Prepared`], delivered on
     /// `today`) while its last batches are still on their way.
     pub(crate) fn start(self, plan: Plan<EventsPlan>, ledger: EventLedger, today: i64) -> Pipeline {
-        let (steps, mut step_receiver) = mpsc::channel::<Step>(IN_FLIGHT);
+        let (steps, mut step_receiver) = mpsc::channel::<Step>(PIECES_IN_FLIGHT);
         let (batch_sender, mut batches) = mpsc::channel::<Batch>(IN_FLIGHT);
         let (spare_sender, spares) = std::sync::mpsc::channel();
         let courier = self.clone();
         let plan_id = plan.body.plan_id.clone();
         let prepare = tokio::spawn(async move {
             let mut promises = Promises { journal: &courier.journal, plan, file: Vec::new() };
-            let mut prepared = None;
+            let (mut prepared, mut sealer) = (None, Sealer::default());
             while let Some(step) = step_receiver.recv().await {
                 match step {
-                    Step::Batch(built) => {
-                        let (batch, json) = batches::seal(built);
-                        // The builder takes the buffer back for a later batch, if it is
-                        // still building.
-                        let _ = spare_sender.send(json);
+                    Step::Json(json) => {
+                        // The builder takes the buffer back, if it is still building.
+                        let _ = spare_sender.send(sealer.piece(json));
+                    }
+                    Step::Batch(batch) => {
+                        let batch = sealer.seal(batch);
                         promises.batch(&batch).map_err(courier.state_error())?;
                         if batch_sender.send(batch).await.is_err() {
                             // Delivery stopped: its error is the run's, and the plan did not
@@ -148,8 +153,10 @@ impl Courier {
 
 /// What the stager hands to delivery.
 enum Step {
-    /// A closed batch, to seal, journal and send.
-    Batch(Built),
+    /// The next piece of the open batch's JSON, to compress.
+    Json(Vec<u8>),
+    /// A closed batch, to seal (its pieces compressed), journal and send.
+    Batch(Batch),
     /// The plan read its whole range: its commit moves `Scope`; the identities it staged,
     /// being written ahead of the commit (when it has batches).
     End(Scope, Option<JoinHandle<ldsync_state::Result<Prepared>>>),
@@ -170,11 +177,18 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Hands over a closed batch; `false` when delivery stopped (its error is the run's).
-    pub(crate) async fn batch(&mut self, built: Built) -> bool {
+    /// Hands over a piece of JSON or a closed batch; `false` when delivery stopped (its
+    /// error is the run's).
+    pub(crate) async fn part(&mut self, part: Part) -> bool {
         let Some(steps) = &self.steps else { return false };
-        self.handed += 1;
-        steps.send(Step::Batch(built)).await.is_ok()
+        let step = match part {
+            Part::Json(json) => Step::Json(json),
+            Part::Batch(batch) => {
+                self.handed += 1;
+                Step::Batch(batch)
+            }
+        };
+        steps.send(step).await.is_ok()
     }
 
     /// Says the plan read its whole range, after its last batch, and hands over the
@@ -194,7 +208,7 @@ impl Pipeline {
         }
     }
 
-    /// A JSON buffer of a sealed batch, to build another batch in.
+    /// The buffer of a piece compressed, to build another piece in.
     pub(crate) fn spare(&self) -> Option<Vec<u8>> {
         self.spares.try_recv().ok()
     }

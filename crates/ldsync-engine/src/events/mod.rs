@@ -44,7 +44,7 @@ use ldsync_state::{
 use serde::{Deserialize, Serialize};
 
 use self::{
-    batches::{Batch, BatchBuilder},
+    batches::{Batch, BatchBuilder, Part},
     courier::Courier,
     stage::{HashSet128, Reading, Stager},
 };
@@ -628,12 +628,17 @@ impl<S: Source> EventsSync<'_, S> {
                 chunk.clear();
                 chunk_rows = 0;
                 if done {
-                    full.extend(builder.finish());
+                    builder.finish(&mut full);
                 }
-                for built in full.drain(..) {
-                    // A plan only counts the batches.
-                    let Some(pipeline) = &mut pipeline else { continue };
-                    if !pipeline.batch(built).await {
+                for part in full.drain(..) {
+                    let Some(pipeline) = &mut pipeline else {
+                        // A plan only counts the batches; its pieces are built in again.
+                        if let Part::Json(json) = part {
+                            builder.recycle(json);
+                        }
+                        continue;
+                    };
+                    if !pipeline.part(part).await {
                         // Delivery stopped: its error is the run's.
                         return Ok(());
                     }
@@ -923,12 +928,19 @@ mod tests {
             let (mut full, mut accepted, mut body_bytes, mut journal_bytes) =
                 (Vec::new(), Vec::new(), 0, 0);
             let (mut sealing, mut encoding) = (Duration::ZERO, Duration::ZERO);
+            let mut sealer = batches::Sealer::default();
             let mut settle = |builder: &mut BatchBuilder, full: &mut Vec<_>| {
-                for built in full.drain(..) {
+                for part in full.drain(..) {
                     let at = Instant::now();
-                    let (batch, json) = batches::seal(built);
+                    let batch = match part {
+                        Part::Json(json) => {
+                            builder.recycle(sealer.piece(json));
+                            sealing += at.elapsed();
+                            continue;
+                        }
+                        Part::Batch(batch) => sealer.seal(batch),
+                    };
                     sealing += at.elapsed();
-                    builder.recycle(json);
                     body_bytes += batch.body.len();
                     let at = Instant::now();
                     journal_bytes += batch.encode().len();
@@ -944,7 +956,7 @@ mod tests {
                     .unwrap();
                 settle(&mut builder, &mut full);
             }
-            full.extend(builder.finish());
+            builder.finish(&mut full);
             settle(&mut builder, &mut full);
             let took = started.elapsed();
             eprintln!("  of which sealing {sealing:?}, encoding the journal files {encoding:?}");

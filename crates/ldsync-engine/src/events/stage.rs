@@ -709,7 +709,7 @@ mod tests {
     use ldsync_state::StateDir;
 
     use super::*;
-    use crate::events::batches::{Batch, BatchBuilder};
+    use crate::events::batches::{Batch, BatchBuilder, Part};
 
     fn batch(columns: &[&str], rows: Vec<Vec<Value>>) -> RowBatch {
         let columns: Arc<[String]> = columns.iter().map(|c| (*c).to_owned()).collect();
@@ -750,11 +750,18 @@ mod tests {
                 builder.push(event.hash, event.row, event.shown, event.json, &mut full)
             })?;
         }
-        full.extend(builder.finish());
-        let mut events = Vec::new();
-        for built in full {
-            let values: Vec<serde_json::Value> = serde_json::from_slice(&built.json).unwrap();
-            let Batch { hashes, rows, .. } = built.batch;
+        builder.finish(&mut full);
+        let (mut events, mut json) = (Vec::new(), Vec::new());
+        for part in full {
+            let Batch { hashes, rows, .. } = match part {
+                Part::Json(piece) => {
+                    json.extend_from_slice(&piece);
+                    continue;
+                }
+                Part::Batch(batch) => batch,
+            };
+            let values: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+            json.clear();
             events.extend(hashes.into_iter().zip(rows).zip(values).map(|((h, r), v)| (h, r, v)));
         }
         Ok(Staged { counts: stager.counts, events })
