@@ -50,7 +50,10 @@ impl Courier {
             .await;
         match sent {
             Ok(()) => {
-                self.journal.acknowledge(&batch.id()).map_err(self.state_error())?;
+                // Not synced before the next batch goes: an acknowledgement a crash of the
+                // machine loses only resends the batch under its payload ID, which LaunchDarkly
+                // counts once (as when a crash falls between the answer and this line).
+                self.journal.acknowledge_lazily(&batch.id()).map_err(self.state_error())?;
                 delivery.accepted.push(batch.index);
                 delivery.accepted_events += batch.len() as u64;
                 tracing::debug!(sync = %self.name, batch = %batch.id(), events = batch.len(), "Metric-event batch accepted.");
