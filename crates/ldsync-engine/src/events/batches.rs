@@ -2,8 +2,8 @@
 //! journal file that promises each one.
 //!
 //! A batch is journaled as one file of the pending plan ([`ldsync_state::Journal::write_pending`]),
-//! written before it is sent: its payload ID, the identity hash, row and shown key of each of
-//! its events, and its gzip body. A resumed run resends the very bytes the crashed run promised
+//! written before it is sent: its payload ID, the identity hash of each of its events, the row
+//! and shown key of its first events (what a refusal can report), and its gzip body. A resumed run resends the very bytes the crashed run promised
 //! under the same payload ID (nothing is rebuilt, so no change of code between the crash and the
 //! resume can alter a payload that LaunchDarkly may already have counted). The file is binary
 //! and checksummed: 16 bytes of identity per event rather than JSON text.
@@ -20,9 +20,12 @@ use std::io::Write as _;
 use bytes::Bytes;
 use flate2::{write::GzEncoder, Compression};
 
-/// What a batch file starts with: rows and the lengths of the shown texts as varints (a few
-/// bytes an event fewer to write and sync than version 1, which is still read).
-const MAGIC: &[u8; 8] = b"LDEVBAT2";
+/// What a batch file starts with: rows and shown texts for the first events only, the rows and
+/// the texts' lengths as varints. Versions 1 and 2, which held them for every event (2 as
+/// varints), are still read.
+const MAGIC: &[u8; 8] = b"LDEVBAT3";
+/// Version 2: rows and the lengths of the shown texts as varints, for every event.
+const MAGIC_V2: &[u8; 8] = b"LDEVBAT2";
 /// Version 1: rows as 8 bytes, the lengths of the shown texts as 4.
 const MAGIC_V1: &[u8; 8] = b"LDEVBAT1";
 
@@ -48,9 +51,10 @@ pub(crate) struct Batch {
     pub(crate) payload_id: String,
     /// The identity hash of each event.
     pub(crate) hashes: Vec<u128>,
-    /// The position of each event in the query result that produced it.
+    /// The position in the query result of each of the first [`SHOWN_EVENTS`] events (a
+    /// refusal reports no more).
     pub(crate) rows: Vec<u64>,
-    /// What a rejection shows of each event (its `event_id`, else its event key).
+    /// What a rejection shows of each of the same events (its `event_id`, else its event key).
     pub(crate) shown: Shown,
     /// The length of the uncompressed JSON array.
     pub(crate) json_bytes: usize,
@@ -91,6 +95,9 @@ impl Batch {
         for hash in &self.hashes {
             out.extend_from_slice(&hash.to_le_bytes());
         }
+        out.extend_from_slice(
+            &u32::try_from(self.rows.len()).expect("a batch is small").to_le_bytes(),
+        );
         // Rows ascend within a batch: each is written as the step from the one before.
         let mut previous = 0_u64;
         for &row in &self.rows {
@@ -117,7 +124,8 @@ impl Batch {
         }
         let mut reader = Reader(content);
         let version = match reader.take(MAGIC.len())? {
-            magic if magic == MAGIC => 2,
+            magic if magic == MAGIC => 3,
+            magic if magic == MAGIC_V2 => 2,
             magic if magic == MAGIC_V1 => 1,
             _ => return Err("not a metric-event batch file".to_owned()),
         };
@@ -130,6 +138,7 @@ impl Batch {
             .map(|_| Ok(u128::from_le_bytes(reader.take(16)?.try_into().expect("16 bytes"))))
             .collect::<Result<_, String>>()?;
         let mut shown = Shown::default();
+        let count = if version == 3 { reader.u32()? as usize } else { count };
         let rows = if version == 1 {
             let rows = (0..count).map(|_| reader.u64()).collect::<Result<_, String>>()?;
             for _ in 0..count {
@@ -247,6 +256,11 @@ fn encoder(capacity: usize) -> GzEncoder<Vec<u8>> {
     GzEncoder::new(Vec::with_capacity(capacity), Compression::fast())
 }
 
+/// The events of a batch whose row and shown key it keeps: a refusal reports at most this many
+/// rejections in all, and keeping them for every event would write and sync a few bytes an
+/// event for nothing.
+pub(crate) const SHOWN_EVENTS: usize = super::stage::KEPT_REJECTIONS;
+
 /// Bytes of JSON in a piece before it is handed over: well inside the processor's caches.
 const PIECE_BYTES: usize = 256 * 1024;
 
@@ -360,8 +374,10 @@ impl BatchBuilder {
             self.close(next, out);
         }
         self.hashes.push(hash);
-        self.rows.push(row);
-        self.shown.push(shown);
+        if self.rows.len() < SHOWN_EVENTS {
+            self.rows.push(row);
+            self.shown.push(shown);
+        }
         if self.hashes.len() >= self.max_events {
             let next = self.spare();
             self.close(next, out);
@@ -402,7 +418,7 @@ impl BatchBuilder {
             plan_id: self.plan_id.clone(),
             payload_id: uuid::Uuid::new_v4().to_string(),
             hashes: std::mem::replace(&mut self.hashes, Vec::with_capacity(events)),
-            rows: std::mem::replace(&mut self.rows, Vec::with_capacity(events)),
+            rows: std::mem::replace(&mut self.rows, Vec::with_capacity(events.min(SHOWN_EVENTS))),
             shown: std::mem::take(&mut self.shown),
             json_bytes,
             body: Bytes::new(),
@@ -595,10 +611,33 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_file_of_version_1_reads_back() {
+    fn a_batch_keeps_the_rows_and_shown_keys_a_refusal_can_report() {
+        let mut builder = BatchBuilder::new(5_000, 10_000_000);
+        let batch = build(&mut builder, 1_500).remove(0);
+        assert_eq!((batch.len(), batch.rows.len()), (1_500, SHOWN_EVENTS));
+        assert_eq!(batch.shown.iter().nth(999), Some("o-999"));
+        assert_eq!(Batch::decode(&batch.encode()).unwrap(), batch);
+    }
+
+    /// A batch file of version 2: version 3 without the count of rows (it had one per event).
+    fn encode_v2(batch: &Batch) -> Vec<u8> {
+        assert_eq!(batch.rows.len(), batch.len());
+        let mut out = batch.encode();
+        out.truncate(out.len() - 8);
+        out[..8].copy_from_slice(MAGIC_V2);
+        let at = 8 + 4 + batch.plan_id.len() + 4 + batch.payload_id.len() + 8 + 8 + 4;
+        out.drain(at + 16 * batch.len()..at + 16 * batch.len() + 4);
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn batch_files_of_versions_1_and_2_read_back() {
         let mut builder = BatchBuilder::new(3, 10_000);
         let batch = build(&mut builder, 3).remove(0);
         assert_eq!(Batch::decode(&encode_v1(&batch)).unwrap(), batch);
+        assert_eq!(Batch::decode(&encode_v2(&batch)).unwrap(), batch);
     }
 
     proptest::proptest! {
@@ -622,6 +661,7 @@ mod tests {
                 body: Bytes::from_static(b"[]"),
             };
             proptest::prop_assert_eq!(Batch::decode(&batch.encode()).unwrap(), batch.clone());
+            proptest::prop_assert_eq!(Batch::decode(&encode_v2(&batch)).unwrap(), batch.clone());
             proptest::prop_assert_eq!(Batch::decode(&encode_v1(&batch)).unwrap(), batch);
         }
     }
