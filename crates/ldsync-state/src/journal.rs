@@ -295,12 +295,34 @@ impl Journal {
         if self.dir.exists() {
             sync_dir(&self.dir)?;
         }
+        remove_files_in_two(&self.dir.join("files"));
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(io(&self.dir)(error)),
         }
     }
+}
+
+/// Removes the files of `dir` on two threads, the first half on one, the rest on this one; what
+/// fails is left to the `remove_dir_all` after. Removing a file frees its pages, and a plan's
+/// batch files are tens of megabytes: on one thread, half of a commit's time.
+fn remove_files_in_two(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let paths: Vec<PathBuf> = entries.filter_map(|entry| Some(entry.ok()?.path())).collect();
+    // A thread is worth it only for a plan of several files.
+    let (first, second) = paths.split_at(if paths.len() < 8 { 0 } else { paths.len() / 2 });
+    let remove = |paths: &[PathBuf]| {
+        for path in paths {
+            let _ = fs::remove_file(path);
+        }
+    };
+    std::thread::scope(|scope| {
+        if !first.is_empty() {
+            scope.spawn(|| remove(first));
+        }
+        remove(second);
+    });
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

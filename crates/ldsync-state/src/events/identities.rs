@@ -97,8 +97,10 @@ fn write_records(temporary: &Path, records: impl Iterator<Item = Record>) -> Res
         if count.is_multiple_of(BLOCK as u64) {
             fences.push(hash);
         }
-        out.write_all(&hash.to_le_bytes()).map_err(io(&temporary))?;
-        out.write_all(&day.to_le_bytes()).map_err(io(&temporary))?;
+        let mut record = [0; RECORD];
+        record[..16].copy_from_slice(&hash.to_le_bytes());
+        record[16..].copy_from_slice(&day.to_le_bytes());
+        out.write_all(&record).map_err(io(&temporary))?;
         count += 1;
         newest = newest.max(i64::from(day));
     }
