@@ -110,8 +110,7 @@ impl Batch {
         }
         out.extend_from_slice(&u64::try_from(self.body.len()).expect("fits").to_le_bytes());
         out.extend_from_slice(&self.body);
-        let sum = xxhash_rust::xxh3::xxh3_64(out);
-        out.extend_from_slice(&sum.to_le_bytes());
+        append_checksum(out);
     }
 
     /// A journal file's batch; `Err` names what is wrong with it.
@@ -191,6 +190,12 @@ impl Shown {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts.zip(&self.ends).map(|(start, &end)| &self.text[start..end])
     }
+}
+
+/// Ends a batch file with the checksum of all before it.
+fn append_checksum(out: &mut Vec<u8>) {
+    let sum = xxhash_rust::xxh3::xxh3_64(out);
+    out.extend_from_slice(&sum.to_le_bytes());
 }
 
 /// `value` as unsigned LEB128: seven bits a byte, the high bit set on all but the last.
@@ -605,8 +610,7 @@ mod tests {
         }
         out.extend_from_slice(&(batch.body.len() as u64).to_le_bytes());
         out.extend_from_slice(&batch.body);
-        let sum = xxhash_rust::xxh3::xxh3_64(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
+        append_checksum(&mut out);
         out
     }
 
@@ -627,8 +631,7 @@ mod tests {
         out[..8].copy_from_slice(MAGIC_V2);
         let at = 8 + 4 + batch.plan_id.len() + 4 + batch.payload_id.len() + 8 + 8 + 4;
         out.drain(at + 16 * batch.len()..at + 16 * batch.len() + 4);
-        let sum = xxhash_rust::xxh3::xxh3_64(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
+        append_checksum(&mut out);
         out
     }
 
