@@ -111,11 +111,13 @@ impl CellBatch {
     }
 
     /// How many cells each row holds.
+    #[inline]
     pub fn width(&self) -> usize {
         self.columns.len()
     }
 
     /// How many rows the batch holds.
+    #[inline]
     pub fn len(&self) -> usize {
         self.slots.len().checked_div(self.width()).unwrap_or(0)
     }
@@ -135,6 +137,7 @@ impl CellBatch {
     /// # Panics
     ///
     /// When the row or the column is out of range.
+    #[inline]
     pub fn get(&self, row: usize, column: usize) -> Cell<'_> {
         assert!(column < self.width(), "column {column} of a batch of {} columns", self.width());
         self.cell(self.slots[row * self.width() + column])
@@ -145,6 +148,7 @@ impl CellBatch {
         self.slots.chunks_exact(self.width().max(1)).map(move |slots| Row { batch: self, slots })
     }
 
+    #[inline]
     fn cell(&self, slot: Slot) -> Cell<'_> {
         match slot {
             Slot::Null => Cell::Null,
@@ -158,37 +162,44 @@ impl CellBatch {
     }
 
     /// Appends a NULL cell; cells are appended row by row, `width` per row.
+    #[inline]
     pub fn push_null(&mut self) {
         self.slots.push(Slot::Null);
     }
 
     /// Appends a boolean cell.
+    #[inline]
     pub fn push_bool(&mut self, value: bool) {
         self.slots.push(Slot::Bool(value));
     }
 
     /// Appends an integer cell.
+    #[inline]
     pub fn push_int(&mut self, value: i64) {
         self.slots.push(Slot::Int(value));
     }
 
     /// Appends a number cell.
+    #[inline]
     pub fn push_float(&mut self, value: f64) {
         self.slots.push(Slot::Float(value));
     }
 
     /// Appends a point in time, in Unix epoch milliseconds.
+    #[inline]
     pub fn push_timestamp_millis(&mut self, value: i64) {
         self.slots.push(Slot::TimestampMillis(value));
     }
 
     /// Appends a text cell.
+    #[inline]
     pub fn push_text(&mut self, text: &str) {
         let (start, end) = self.append(text);
         self.slots.push(Slot::Text { start, end });
     }
 
     /// Appends a JSON cell, as its text.
+    #[inline]
     pub fn push_json(&mut self, json: &str) {
         let (start, end) = self.append(json);
         self.slots.push(Slot::Json { start, end });
@@ -196,6 +207,7 @@ impl CellBatch {
 
     /// Appends a text cell written by `write` (straight into the batch's buffer, so that
     /// formatting a value allocates nothing).
+    #[inline]
     pub fn push_text_with(&mut self, write: impl FnOnce(&mut String)) {
         let start = Self::offset(self.text.len());
         write(&mut self.text);
@@ -204,6 +216,7 @@ impl CellBatch {
     }
 
     /// Appends `cell`.
+    #[inline]
     pub fn push(&mut self, cell: Cell<'_>) {
         match cell {
             Cell::Null => self.push_null(),
@@ -237,6 +250,7 @@ impl CellBatch {
         }
     }
 
+    #[inline]
     fn append(&mut self, text: &str) -> (u32, u32) {
         let start = Self::offset(self.text.len());
         self.text.push_str(text);
@@ -246,6 +260,7 @@ impl CellBatch {
     /// # Panics
     ///
     /// When the batch would hold 4 GiB of text (sources cut batches far smaller).
+    #[inline]
     fn offset(len: usize) -> u32 {
         u32::try_from(len).expect("a batch holds less than 4 GiB of text")
     }
@@ -281,6 +296,7 @@ impl<'a> Row<'a> {
     /// # Panics
     ///
     /// When the column is out of range.
+    #[inline]
     pub fn get(&self, column: usize) -> Cell<'a> {
         self.batch.cell(self.slots[column])
     }

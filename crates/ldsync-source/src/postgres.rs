@@ -441,11 +441,9 @@ pub(crate) fn decode_raw<'a>(
             if micros == i64::MAX || micros == i64::MIN {
                 return Err(bad("an infinite timestamp"));
             }
-            let millis = micros
-                .checked_add(PG_EPOCH_MICROS)
-                .map(|micros| micros.div_euclid(1_000))
-                .ok_or_else(|| bad("a timestamp out of range"))?;
-            Cell::TimestampMillis(millis)
+            Cell::TimestampMillis(
+                timestamp_millis(micros).ok_or_else(|| bad("a timestamp out of range"))?,
+            )
         }
         Decoder::Date => {
             let days = i32::from_be_bytes(fixed(raw, 4)?[4..].try_into().expect("4"));
@@ -468,6 +466,16 @@ pub(crate) fn decode_raw<'a>(
             Cell::Text(uuid::Uuid::from_bytes(bytes).hyphenated().encode_lower(uuid))
         }
     })
+}
+
+/// A binary `timestamp` or `timestamptz` (microseconds since 2000-01-01) as Unix epoch
+/// milliseconds; `None` for the infinities and what is out of range.
+#[inline]
+pub(crate) fn timestamp_millis(micros: i64) -> Option<i64> {
+    if micros == i64::MAX || micros == i64::MIN {
+        return None;
+    }
+    micros.checked_add(PG_EPOCH_MICROS).map(|micros| micros.div_euclid(1_000))
 }
 
 /// A `numeric` read as the nearest `f64`.

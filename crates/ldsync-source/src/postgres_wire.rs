@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::types::{IsNull, ToSql};
 
 use crate::postgres::{
-    connect_error, db_error, decode_raw, layout, query_error, Decoder, Param, ENGINE,
+    connect_error, db_error, decode_raw, layout, query_error, timestamp_millis, Decoder, Param,
+    ENGINE,
 };
 use crate::{Error, PostgresSource, Result};
 
@@ -251,9 +252,46 @@ fn push_data_row(
             rest = &after[len..];
             Some(value)
         };
-        batch.push(decode_raw(raw, column, *decoder, uuid)?);
+        if !raw.is_some_and(|raw| push_common(raw, *decoder, batch)) {
+            batch.push(decode_raw(raw, column, *decoder, uuid)?);
+        }
     }
     Ok(())
+}
+
+/// Appends a value of the types most rows carry (text, numbers, timestamps) straight into
+/// the batch, without a [`Cell`](ldsync_core::Cell) returned through memory: the common case
+/// of [`decode_raw`], a fifth of reading a row. `false` (nothing appended) for every other
+/// type and for a value [`decode_raw`] must refuse, so that it reports why.
+#[expect(clippy::inline_always, reason = "measured: called once per cell, in the loop over a row")]
+#[inline(always)]
+fn push_common(raw: &[u8], decoder: Decoder, batch: &mut CellBatch) -> bool {
+    match decoder {
+        Decoder::Text => match std::str::from_utf8(raw) {
+            Ok(text) => batch.push_text(text),
+            Err(_) => return false,
+        },
+        Decoder::Int4 => match raw.try_into() {
+            Ok(bytes) => batch.push_int(i32::from_be_bytes(bytes).into()),
+            Err(_) => return false,
+        },
+        Decoder::Int8 => match raw.try_into() {
+            Ok(bytes) => batch.push_int(i64::from_be_bytes(bytes)),
+            Err(_) => return false,
+        },
+        Decoder::Float8 => match raw.try_into() {
+            Ok(bytes) => batch.push_float(f64::from_be_bytes(bytes)),
+            Err(_) => return false,
+        },
+        Decoder::Timestamp | Decoder::TimestampTz => {
+            match raw.try_into().ok().map(i64::from_be_bytes).and_then(timestamp_millis) {
+                Some(millis) => batch.push_timestamp_millis(millis),
+                None => return false,
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// An `ErrorResponse` as the query's error.

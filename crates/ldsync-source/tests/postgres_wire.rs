@@ -125,6 +125,11 @@ async fn errors_name_their_sqlstate_whether_found_before_or_during_the_rows() {
     // A type the source does not read is named.
     let error = values(&wire, "select point(1, 2) as p", &[]).await.unwrap_err();
     assert!(error.to_string().contains("point"), "{error}");
+    // Values the common types' quick path leaves to the full decoder, which names the column.
+    for sql in ["select 'infinity'::timestamptz as at", "select '-infinity'::timestamp as at"] {
+        let error = values(&wire, sql, &[]).await.unwrap_err();
+        assert!(error.to_string().contains("column `at`: an infinite timestamp"), "{sql}: {error}");
+    }
 }
 
 #[tokio::test]
