@@ -18,7 +18,7 @@
 use std::io::Write as _;
 
 use bytes::Bytes;
-use flate2::{write::GzEncoder, Compression};
+use flate2::{write::DeflateEncoder, Compression, Crc};
 
 /// What a batch file starts with: rows and shown texts for the first events only, the rows and
 /// the texts' lengths as varints. Versions 1 and 2, which held them for every event (2 as
@@ -255,12 +255,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Gzip at the fastest level: event JSON compresses about as well at level 1 as at 6 (its
-/// repeats are short-range), at a fraction of the CPU. The header carries no name and no time.
-fn encoder(capacity: usize) -> GzEncoder<Vec<u8>> {
-    GzEncoder::new(Vec::with_capacity(capacity), Compression::fast())
-}
-
 /// The events of a batch whose row and shown key it keeps: a refusal reports at most this many
 /// rejections in all, and keeping them for every event would write and sync a few bytes an
 /// event for nothing.
@@ -278,30 +272,70 @@ pub(crate) enum Part {
     Batch(Batch),
 }
 
-/// Compresses the pieces of each batch as they come, into its body.
-#[derive(Debug, Default)]
+/// Compresses the pieces of each batch as they come, into its body: a gzip stream at the
+/// fastest level, written around one deflate state kept from batch to batch. (Event JSON
+/// compresses about as well at level 1 as at 6: its repeats are short-range.) A new encoder
+/// for each batch allocated its window and tables, a few hundred KiB faulted in every time.
+#[derive(Debug)]
 pub(crate) struct Sealer {
-    encoder: Option<GzEncoder<Vec<u8>>>,
+    /// Writes into the open batch's body, after its header.
+    deflate: DeflateEncoder<Vec<u8>>,
+    /// The CRC-32 and length of the open batch's JSON, for the gzip trailer.
+    crc: Crc,
+    /// Whether a batch is open: its body has its header, and `deflate` writes into it.
+    open: bool,
     /// The size of the last body: room for the next one.
     last_body: usize,
+}
+
+/// A gzip header without a name or a time: deflate, no flags, the fastest level (`XFL` 4), an
+/// unknown system.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
+
+impl Default for Sealer {
+    fn default() -> Self {
+        Self {
+            deflate: DeflateEncoder::new(Vec::new(), Compression::fast()),
+            crc: Crc::new(),
+            open: false,
+            last_body: 0,
+        }
+    }
 }
 
 impl Sealer {
     /// Compresses the next piece of the open batch; gives its buffer back, emptied.
     pub(crate) fn piece(&mut self, mut json: Vec<u8>) -> Vec<u8> {
-        let room = self.last_body + self.last_body / 8;
-        let encoder = self.encoder.get_or_insert_with(|| encoder(room.max(64 * 1024)));
-        encoder.write_all(&json).expect("writing into memory cannot fail");
+        self.open();
+        self.crc.update(&json);
+        self.deflate.write_all(&json).expect("writing into memory cannot fail");
         json.clear();
         json
     }
 
     /// `batch` with its body: the pieces since the batch before, compressed.
     pub(crate) fn seal(&mut self, batch: Batch) -> Batch {
-        let encoder = self.encoder.take().unwrap_or_else(|| encoder(64));
-        let body = Bytes::from(encoder.finish().expect("writing into memory cannot fail"));
+        self.open();
+        // Ends the stream, and leaves the state reset for the next batch's.
+        let mut body = self.deflate.reset(Vec::new()).expect("writing into memory cannot fail");
+        body.extend_from_slice(&self.crc.sum().to_le_bytes());
+        body.extend_from_slice(&self.crc.amount().to_le_bytes());
+        self.open = false;
         self.last_body = body.len();
-        Batch { body, ..batch }
+        Batch { body: Bytes::from(body), ..batch }
+    }
+
+    /// Starts the next batch's body, unless one is open.
+    fn open(&mut self) {
+        if std::mem::replace(&mut self.open, true) {
+            return;
+        }
+        let mut body = Vec::with_capacity((self.last_body + self.last_body / 8).max(64 * 1024));
+        body.extend_from_slice(&GZIP_HEADER);
+        // The state was reset when the last batch was sealed (or is new): nothing is written
+        // into the empty buffer this replaces.
+        *self.deflate.get_mut() = body;
+        self.crc.reset();
     }
 }
 

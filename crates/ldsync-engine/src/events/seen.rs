@@ -12,9 +12,14 @@
 ///
 /// The table is an anonymous mapping advised to use huge pages: a million identities take a
 /// 32 MiB table, which in 4 KiB pages cost a sixth of the staging thread's time in page faults
-/// (each page faulted twice: read as the zero page, then copied on its first write).
+/// (each page faulted twice: read as the zero page, then copied on its first write). The
+/// mapping reserves address space for the table to double in place ([`RESERVED_BYTES`]): only
+/// the pages of the table in use are ever touched, and a table that doubles keeps its pages
+/// rather than faulting in a new table twice its size beside the old one (on a virtual machine
+/// whose host takes back free memory, a fresh huge page costs 1-2 ms a MiB to fault in).
 #[derive(Debug)]
 pub(crate) struct SeenSet {
+    /// The table is its first `capacity` slots; the rest is address space, never touched.
     slots: memmap2::MmapMut,
     /// `128 - log2(slots)`: a hash's slot is `hash >> shift`.
     shift: u32,
@@ -22,26 +27,37 @@ pub(crate) struct SeenSet {
     capacity: usize,
     len: usize,
     has_zero: bool,
+    /// Bytes of address space a new mapping reserves, at least.
+    reserve: usize,
 }
 
 impl Default for SeenSet {
     fn default() -> Self {
-        Self::with_bits(10)
+        Self::with_bits(10, RESERVED_BYTES)
     }
 }
 
 /// Bytes in a slot.
 const SLOT: usize = 16;
 
+/// Address space reserved for a table to grow in place: 1 GiB, room for 48 million identities.
+/// Reserving costs no memory until the pages are written; a system that refuses that much
+/// address space gets a mapping of the table alone, which grows by copying into a larger one.
+const RESERVED_BYTES: usize = 1 << 30;
+
 impl SeenSet {
-    fn with_bits(bits: u32) -> Self {
+    fn with_bits(bits: u32, reserve: usize) -> Self {
         let capacity = 1_usize << bits;
+        let bytes = capacity * SLOT;
+        // Past the reservation, room for two more doublings.
+        let reserved = reserve.max(bytes * 4);
         // Like a `Vec` that cannot allocate, a table that cannot be mapped ends the process.
-        let slots = memmap2::MmapMut::map_anon(capacity * SLOT)
+        let slots = memmap2::MmapMut::map_anon(reserved)
+            .or_else(|_| memmap2::MmapMut::map_anon(bytes))
             .expect("memory for the identities of the run");
         // Advice only: without huge pages the table works the same, slower.
         let _ = slots.advise(memmap2::Advice::HugePage);
-        Self { slots, shift: 128 - bits, capacity, len: 0, has_zero: false }
+        Self { slots, shift: 128 - bits, capacity, len: 0, has_zero: false, reserve }
     }
 
     /// Hashes in the set.
@@ -84,7 +100,7 @@ impl SeenSet {
         loop {
             match self.slot(at) {
                 0 => {
-                    self.slots[at * SLOT..(at + 1) * SLOT].copy_from_slice(&hash.to_ne_bytes());
+                    self.set_slot(at, hash);
                     self.len += 1;
                     return true;
                 }
@@ -106,21 +122,69 @@ impl SeenSet {
         u128::from_ne_bytes(bytes.try_into().expect("a slot is 16 bytes"))
     }
 
+    fn set_slot(&mut self, at: usize, hash: u128) {
+        self.slots[at * SLOT..(at + 1) * SLOT].copy_from_slice(&hash.to_ne_bytes());
+    }
+
     fn home(&self, hash: u128) -> usize {
         usize::try_from(hash >> self.shift).expect("shifted below the table's size")
     }
 
-    /// Doubles the table. The old slots are in (nearly) ascending order of hash, so the new
-    /// table is filled front to back as well.
+    /// Doubles the table: in place when the mapping has room, else into a new mapping.
     fn grow(&mut self) {
+        if self.capacity * 2 * SLOT <= self.slots.len() {
+            self.grow_in_place();
+            return;
+        }
         let bits = 128 - self.shift + 1;
-        let old = std::mem::replace(self, Self::with_bits(bits));
+        let old = std::mem::replace(self, Self::with_bits(bits, self.reserve));
         self.has_zero = old.has_zero;
+        // The old slots are in (nearly) ascending order of hash, so the new table is filled
+        // front to back as well.
         for at in 0..old.capacity {
             let hash = old.slot(at);
             if hash != 0 {
                 self.insert(hash);
             }
+        }
+    }
+
+    /// Doubles the table within its mapping, moving each hash from the last slot to the first.
+    ///
+    /// A hash's new home is twice its old one (or one past), so a hash at or before its new
+    /// home moves up, into slots already moved out of or never used: it never lands on a hash
+    /// not yet moved, and never probes across one (which, moved later, would leave a hole
+    /// before it). The few hashes that would (far past their old home at the table's start,
+    /// or probing past its new end) are set aside and inserted afterwards.
+    fn grow_in_place(&mut self) {
+        let old_capacity = self.capacity;
+        self.capacity *= 2;
+        self.shift -= 1;
+        let mut aside = Vec::new();
+        for at in (0..old_capacity).rev() {
+            let hash = self.slot(at);
+            if hash == 0 {
+                continue;
+            }
+            self.set_slot(at, 0);
+            let home = self.home(hash);
+            if home < at {
+                aside.push(hash);
+                continue;
+            }
+            let mut to = home;
+            while to < self.capacity && self.slot(to) != 0 {
+                to += 1;
+            }
+            if to == self.capacity {
+                aside.push(hash);
+            } else {
+                self.set_slot(to, hash);
+            }
+        }
+        self.len -= aside.len();
+        for hash in aside {
+            self.insert(hash);
         }
     }
 }
@@ -240,6 +304,29 @@ mod tests {
             let mut expected: Vec<u128> = reference.into_iter().collect();
             expected.sort_unstable();
             prop_assert_eq!(set.into_sorted_hashes(), expected);
+        }
+
+        /// A table mapped with little room (it doubles in place twice, then copies itself
+        /// into a larger mapping) answers as one that only grows in place.
+        #[test]
+        fn grows_alike_in_place_and_by_copying(
+            hashes in prop::collection::vec(
+                prop_oneof![
+                    any::<u128>(),
+                    (0_u128..256).prop_map(|low| low << 112),
+                    (0_u128..64).prop_map(|low| u128::MAX - (low << 100)),
+                ],
+                0..5_000,
+            ),
+        ) {
+            let mut copied = SeenSet::with_bits(4, 0);
+            let mut in_place = SeenSet::with_bits(4, RESERVED_BYTES);
+            for &hash in &hashes {
+                prop_assert_eq!(copied.insert(hash), in_place.insert(hash), "{:#x}", hash);
+            }
+            prop_assert!(hashes.iter().all(|&hash| !in_place.insert(hash)));
+            prop_assert_eq!(copied.len(), in_place.len());
+            prop_assert_eq!(copied.into_sorted_hashes(), in_place.into_sorted_hashes());
         }
 
         /// Runs of slots that wrap around the table's end come out in order too.
