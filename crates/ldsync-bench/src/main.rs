@@ -23,7 +23,9 @@ use std::{
 
 use futures_util::{pin_mut, TryStreamExt};
 use ldsync_diff::{Committed, Delta, KeySet, MappedKeySet};
-use ldsync_emulator::{Emulator, EmulatorConfig};
+use ldsync_emulator::{
+    Emulator, EmulatorConfig, ProjectSpec, Stats, DEFAULT_ENVIRONMENTS, DEFAULT_PROJECT,
+};
 use ldsync_test_support::PostgresServer;
 
 /// What the bench measured, as rows of a Markdown table.
@@ -173,33 +175,55 @@ async fn bench_events(
         "—",
     );
 
-    let dir = project(server, emulator, "test", "events", &format!("warehouse = \"pg\"\nenvironment = \"e\"\n[metric_events]\ninitial_cursor = \"2025-12-31\"\nlookback = \"1h\"\nquery = \"{query}\"\n"));
-    let (run, peak) = ldsync_run(ldsync, dir.path(), token);
-    let requests: u64 = emulator
-        .stats()
-        .requests_by_route
-        .iter()
-        .filter(|(route, _)| route.contains("event-data-import"))
-        .map(|(_, n)| *n)
-        .sum();
-    // The request bodies as sent (gzip), per event.
-    let per_event = emulator.stats().event_import_bytes as f64 / rows as f64;
+    // Best of three runs, as the baseline is the best of four: each sends every event, from
+    // a state of its own into an environment of its own.
+    let mut runs = Vec::new();
+    let mut dir = None;
+    for round in 1..=EVENT_RUNS {
+        let environment = format!("events-{round}");
+        let project_dir = project(server, emulator, &environment, "events", &format!("warehouse = \"pg\"\nenvironment = \"e\"\n[metric_events]\ninitial_cursor = \"2025-12-31\"\nlookback = \"1h\"\nquery = \"{query}\"\n"));
+        let before = emulator.stats();
+        let (run, peak) = ldsync_run(ldsync, project_dir.path(), token);
+        let after = emulator.stats();
+        let requests = import_requests(&after) - import_requests(&before);
+        // The request bodies as sent (gzip), per event.
+        let per_event = (after.event_import_bytes - before.event_import_bytes) as f64 / rows as f64;
+        let stored = after.events_stored.get(&format!("default/{environment}")).copied();
+        assert_eq!(stored, Some(rows), "every event arrived once, in run {round}");
+        runs.push((run, peak, requests, per_event));
+        dir = Some(project_dir);
+    }
+    let dir = dir.expect("at least one run");
+    let (run, peak, requests, per_event) =
+        runs.iter().copied().min_by_key(|(run, ..)| *run).expect("at least one run");
+    let each: Vec<String> = runs.iter().map(|(run, ..)| secs(*run)).collect();
     table.row(
-        "events: incremental run sending every event",
+        "events: incremental run sending every event (best of 3)",
         format!(
-            "{}, {requests} requests, {per_event:.1} B sent per event, peak {} MiB",
+            "{} ({}), {requests} requests, {per_event:.1} B sent per event, peak {} MiB (highest of the runs: {} MiB)",
             secs(run),
-            peak >> 20
+            each.join(", "),
+            peak >> 20,
+            runs.iter().map(|(_, peak, ..)| *peak).max().unwrap_or(0) >> 20
         ),
         ratio(run, extraction),
         "≤ 1.35 ×",
     );
     let (again, _) = ldsync_run(ldsync, dir.path(), token);
     table.row("events: the next run, nothing new", secs(again), ratio(again, extraction), "—");
-    // Checked last: reading a million stored events into values takes a gigabyte and seconds,
-    // which the machine would still be paying back during a run measured after it.
-    let stored = emulator.snapshot().events_in("default", "test").count() as u64;
-    assert_eq!(stored, rows, "every event arrived once");
+}
+
+/// Incremental events runs measured, each from a state of its own: the best counts.
+const EVENT_RUNS: usize = 3;
+
+/// Metric-import requests received so far.
+fn import_requests(stats: &Stats) -> u64 {
+    stats
+        .requests_by_route
+        .iter()
+        .filter(|(route, _)| route.contains("event-data-import"))
+        .map(|(_, n)| *n)
+        .sum()
 }
 
 /// A project in a new folder: the throwaway PostgreSQL as warehouse `pg`, the emulator's
@@ -420,7 +444,15 @@ async fn main() {
     // A throwaway PostgreSQL and the emulator, with no rate limit.
     let server = PostgresServer::start().expect("PostgreSQL starts");
     let token = "bench-token";
-    let emulator = Emulator::start(EmulatorConfig::default().with_token(token)).await.unwrap();
+    // The default environments, and one for each measured events run.
+    let environments = DEFAULT_ENVIRONMENTS
+        .iter()
+        .map(|env| (*env).to_owned())
+        .chain((1..=EVENT_RUNS).map(|round| format!("events-{round}")));
+    let config = EmulatorConfig::default()
+        .with_token(token)
+        .with_projects(vec![ProjectSpec::new(DEFAULT_PROJECT, environments)]);
+    let emulator = Emulator::start(config).await.unwrap();
     if groups.segments {
         bench_segments(&ldsync, &server, &emulator, token, rows, &mut table).await;
     }

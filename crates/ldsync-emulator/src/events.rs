@@ -77,15 +77,16 @@ pub(crate) async fn import(
         (Some(out), _) => out,
         (None, Kept::Plain(raw) | Kept::Gzip(raw)) => raw,
     };
-    match check(data).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))? {
-        Checked::Events => {}
-        Checked::NotAnArray => {
-            return Err(ApiError::bad_request("The body must be a JSON array of events"))
-        }
-        Checked::NotCustom(i) => {
-            return Err(ApiError::bad_request(format!("Event {i} is not of kind `custom`")))
-        }
-    }
+    let events =
+        match check(data).map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))? {
+            Checked::Events(events) => u64::try_from(events).unwrap_or(u64::MAX),
+            Checked::NotAnArray => {
+                return Err(ApiError::bad_request("The body must be a JSON array of events"))
+            }
+            Checked::NotCustom(i) => {
+                return Err(ApiError::bad_request(format!("Event {i} is not of kind `custom`")))
+            }
+        };
     // Its buffer goes back for the next request.
     drop(unzipped);
     let payload_id =
@@ -103,6 +104,7 @@ pub(crate) async fn import(
         }
     }
     inner.stats.event_import_bytes += sent_bytes;
+    *inner.stats.events_stored.entry(format!("{p}/{e}")).or_default() += events;
     inner.model.payloads.push(StoredPayload {
         project: p,
         environment: e,

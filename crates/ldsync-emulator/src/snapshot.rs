@@ -160,6 +160,11 @@ pub struct Stats {
     /// they came gzip).
     #[serde(default)]
     pub event_import_bytes: u64,
+    /// Events stored by the metric import (payloads answered `202` under a payload ID not
+    /// seen before), by `project/environment`: what [`Snapshot::events_in`] counts, without
+    /// reading the stored payloads into values.
+    #[serde(default)]
+    pub events_stored: BTreeMap<String, u64>,
     /// `401` responses sent.
     pub unauthorized: u64,
     /// `403` responses sent.

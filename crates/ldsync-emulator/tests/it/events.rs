@@ -28,6 +28,9 @@ async fn accepts_and_deduplicates() {
     assert_eq!(h.emu.stats().repeated_payload_ids, 1);
     // Every body answered 202 is counted, repeated or not.
     assert_eq!(h.emu.stats().event_import_bytes, 4 * events().to_string().len() as u64);
+    // Events stored are counted once, as the snapshot holds them.
+    let stored = h.emu.stats().events_stored;
+    assert_eq!(stored.into_iter().collect::<Vec<_>>(), [("default/production".to_owned(), 3)]);
 }
 
 #[tokio::test]
