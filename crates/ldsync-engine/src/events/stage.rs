@@ -137,6 +137,7 @@ pub(crate) struct Stager<'a> {
     probes: Vec<u128>,
     found: Vec<bool>,
     new: Vec<bool>,
+    heads: Heads,
     pub(crate) counts: Counts,
 }
 
@@ -170,6 +171,7 @@ impl<'a> Stager<'a> {
             probes: Vec::new(),
             found: Vec::new(),
             new: Vec::new(),
+            heads: Heads::new(reading.context_kind.as_str()),
             counts: Counts::default(),
         }
     }
@@ -241,8 +243,8 @@ impl<'a> Stager<'a> {
                 self.counts.duplicates += 1;
                 continue;
             }
-            let owned = &self.owned;
-            let json = |out: &mut Vec<u8>| parsed.write_json(out, owned);
+            let (owned, heads) = (&self.owned, self.heads.with_key(parsed.key));
+            let json = |out: &mut Vec<u8>| parsed.write_json(out, owned, heads);
             let shown = parsed.shown();
             if !new_event(NewEvent { hash: *hash, row: *row, shown, json: &json }) {
                 self.counts.reject(
@@ -646,24 +648,24 @@ impl Parsed<'_> {
     }
 
     /// The event's JSON, the same bytes as [`CustomEvent::to_json`], written without building
-    /// the event.
-    fn write_json(&self, out: &mut Vec<u8>, owned: &Owned) {
-        out.extend_from_slice(br#"{"kind":"custom","key":"#);
-        write_str(out, self.key);
-        out.extend_from_slice(br#","creationDate":"#);
+    /// the event; `heads` holds its first bytes (for its event key) and those before a key of
+    /// the sync's context kind.
+    fn write_json(&self, out: &mut Vec<u8>, owned: &Owned, heads: &Heads) {
+        debug_assert_eq!(heads.key, self.key, "the heads are for the event's key");
+        out.extend_from_slice(&heads.event);
         out.extend_from_slice(itoa::Buffer::new().format(self.at).as_bytes());
         if let Some(value) = self.value {
             out.extend_from_slice(br#","metricValue":"#);
             write_f64(out, value);
         }
-        out.extend_from_slice(br#","contextKeys":{"#);
         match &self.contexts {
             EventContexts::One(kind, key) => {
-                write_str(out, kind);
-                out.push(b':');
+                debug_assert_eq!(*kind, heads.kind, "`context_key` is of the sync's kind");
+                out.extend_from_slice(&heads.context);
                 write_str(out, key);
             }
             EventContexts::Many(at) => {
+                out.extend_from_slice(br#","contextKeys":{"#);
                 for (index, (kind, key)) in owned.contexts[*at as usize].iter().enumerate() {
                     if index > 0 {
                         out.push(b',');
@@ -681,6 +683,49 @@ impl Parsed<'_> {
                 .expect("writing to memory cannot fail");
         }
         out.push(b'}');
+    }
+}
+
+/// The bytes that open every event's JSON up to its `creationDate`, for one event key, and
+/// those that open its `contextKeys` for a key of the sync's context kind: written once
+/// rather than for each event (a query's events mostly share one key), they are a third of
+/// the copies an event's JSON takes.
+struct Heads {
+    /// The event key `event` is for.
+    key: String,
+    /// `{"kind":"custom","key":KEY,"creationDate":`
+    event: Vec<u8>,
+    /// The sync's context kind.
+    kind: String,
+    /// `,"contextKeys":{KIND:`
+    context: Vec<u8>,
+}
+
+impl Heads {
+    fn new(kind: &str) -> Self {
+        let mut context = br#","contextKeys":{"#.to_vec();
+        write_str(&mut context, kind);
+        context.push(b':');
+        let mut heads =
+            Self { key: String::new(), event: Vec::new(), kind: kind.to_owned(), context };
+        heads.write_event_head();
+        heads
+    }
+
+    /// The heads for events of `key`.
+    fn with_key(&mut self, key: &str) -> &Self {
+        if self.key != key {
+            key.clone_into(&mut self.key);
+            self.write_event_head();
+        }
+        self
+    }
+
+    fn write_event_head(&mut self) {
+        self.event.clear();
+        self.event.extend_from_slice(br#"{"kind":"custom","key":"#);
+        write_str(&mut self.event, &self.key);
+        self.event.extend_from_slice(br#","creationDate":"#);
     }
 }
 
@@ -762,7 +807,13 @@ mod tests {
         events: Vec<(u128, u64, serde_json::Value)>,
     }
 
-    fn staged(rows: &RowBatch, known: &[String], until_ms: Option<i64>) -> Result<Staged> {
+    /// `run` given a stager of sync `checkouts` (context kind `user`, from 1 000 ms to
+    /// `until_ms`) with an empty state, `known` identities in hand.
+    fn with_stager<T>(
+        known: &[String],
+        until_ms: Option<i64>,
+        run: impl FnOnce(&mut Stager<'_>) -> T,
+    ) -> T {
         let kind = ContextKind::user();
         let reading = Reading {
             sync: "checkouts",
@@ -777,7 +828,14 @@ mod tests {
         let index =
             state.event_ledger(&"checkouts".parse().unwrap()).unwrap().identities().unwrap();
         let extra: HashSet128 = known.iter().map(|identity| identity::hash(identity)).collect();
-        let mut stager = Stager::new(&reading, &index, &extra);
+        run(&mut Stager::new(&reading, &index, &extra))
+    }
+
+    fn staged(rows: &RowBatch, known: &[String], until_ms: Option<i64>) -> Result<Staged> {
+        with_stager(known, until_ms, |stager| staged_by(stager, rows))
+    }
+
+    fn staged_by(stager: &mut Stager<'_>, rows: &RowBatch) -> Result<Staged> {
         // The events go into batches as in a run, one batch for all.
         let mut builder = BatchBuilder::new(usize::MAX, MAX_EVENT_PAYLOAD_BYTES);
         let mut full = Vec::new();
@@ -803,11 +861,53 @@ mod tests {
             json.clear();
             events.extend(hashes.into_iter().zip(rows).zip(values).map(|((h, r), v)| (h, r, v)));
         }
-        Ok(Staged { counts: stager.counts, events })
+        Ok(Staged { counts: std::mem::take(&mut stager.counts), events })
     }
 
     fn text(value: &str) -> Value {
         Value::Text(value.to_owned())
+    }
+
+    #[test]
+    fn events_of_keys_in_turn_are_written_byte_for_byte_as_their_events() {
+        let keys = ["buy", "buy", "a\"b", "buy", "日本", "view", "view", "buy"];
+        let events: Vec<CustomEvent> = keys
+            .iter()
+            .zip(1_u32..)
+            .map(|(key, i)| CustomEvent {
+                key: (*key).to_owned(),
+                creation_date: 2_000 + i64::from(i),
+                metric_value: (i % 3 != 0).then_some(f64::from(i) * 1.5),
+                context_keys: BTreeMap::from([("user".to_owned(), format!("u\\{i}"))]),
+                data: None,
+            })
+            .collect();
+        let rows = batch(
+            &["event_key", "context_key", "occurred_at", "metric_value"],
+            events
+                .iter()
+                .map(|event| {
+                    vec![
+                        Value::Text(event.key.clone()),
+                        Value::Text(event.context_keys["user"].clone()),
+                        Value::TimestampMillis(event.creation_date),
+                        event.metric_value.map_or(Value::Null, Value::Float),
+                    ]
+                })
+                .collect(),
+        );
+        let mut written = Vec::new();
+        with_stager(&[], None, |stager| {
+            stager.chunk(&[CellBatch::from_rows(&rows)], |event| {
+                let mut json = Vec::new();
+                (event.json)(&mut json);
+                written.push(json);
+                true
+            })
+        })
+        .unwrap();
+        let expected: Vec<Vec<u8>> = events.iter().map(CustomEvent::to_json).collect();
+        assert_eq!(written, expected);
     }
 
     #[test]
