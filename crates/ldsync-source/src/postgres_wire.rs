@@ -44,7 +44,7 @@ impl PostgresSource {
             other @ ldsync_pgtls::DetachError::Unreachable { .. } => detach_error(other),
         })?;
         let (columns, decoders) = layout(&statement)?;
-        let request = encode_query(sql, &statement, params)?;
+        let request = encode_query(sql, &statement, params, &decoders)?;
         // The client and the statement go now: what they send on their way out goes nowhere.
         drop(statement);
         drop(client);
@@ -91,11 +91,13 @@ impl PostgresSource {
 }
 
 /// `Parse`, `Bind`, `Execute` and `Sync` for the query, its parameters in binary as the
-/// prepared statement types them, every column asked for in binary.
+/// prepared statement types them, each column in the format cheaper for the server to send
+/// ([`result_format`]).
 fn encode_query(
     sql: &str,
     statement: &tokio_postgres::Statement,
     params: &[Value],
+    decoders: &[Decoder],
 ) -> Result<BytesMut> {
     let types = statement.params();
     if types.len() != params.len() {
@@ -145,8 +147,10 @@ fn encode_query(
             };
             out[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
-        out.put_i16(1);
-        out.put_i16(1);
+        out.put_i16(i16::try_from(decoders.len()).map_err(|_| too_long())?);
+        for decoder in decoders {
+            out.put_i16(result_format(*decoder));
+        }
         Ok(())
     })?;
     message(&mut out, b'E', |out| {
@@ -156,6 +160,17 @@ fn encode_query(
     })?;
     message(&mut out, b'S', |_| Ok(()))?;
     Ok(out)
+}
+
+/// The format a column is asked for in: text (0) for text and `json`, whose text is the same
+/// bytes either way (the server's binary form costs it a buffer of a kilobyte per value, the
+/// text form a copy: about a tenth of its time for a query of a few text columns); binary
+/// (1) for the rest, whose text forms are costly to write and to read.
+fn result_format(decoder: Decoder) -> i16 {
+    match decoder {
+        Decoder::Text | Decoder::Json => 0,
+        _ => 1,
+    }
 }
 
 /// Appends a message: its tag, its length, and what `body` writes.
