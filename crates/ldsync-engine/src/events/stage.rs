@@ -195,15 +195,23 @@ impl<'a> Stager<'a> {
         }
         let layout = self.layout.as_ref().expect("set from the first batch");
         // 1. Check each row, and hash the identity of each good one.
+        // The hashes to look up are noted as the rows are checked: a chunk's checked rows are
+        // megabytes, read again only once, in order, to hand the new events over.
         let rows = chunk.iter().map(CellBatch::len).sum();
         let mut candidates: Vec<Candidate<'_>> = recycle(std::mem::take(&mut self.candidates));
         candidates.reserve(rows);
+        let order = &mut self.order;
+        order.clear();
         for row in chunk.iter().flat_map(CellBatch::rows) {
             self.counts.rows += 1;
             match parse(row, layout, self.reading, &mut self.owned) {
                 Ok(None) => self.counts.outside += 1,
                 Ok(Some(parsed)) => {
                     let hash = parsed.identity(&mut self.identity, &self.owned);
+                    if self.extra.is_empty() || !self.extra.contains(&hash) {
+                        let index = u32::try_from(candidates.len()).expect("a chunk is small");
+                        order.push((hash, index));
+                    }
                     candidates.push((hash, self.counts.rows, parsed));
                 }
                 Err((key, reason)) => self.counts.reject(self.counts.rows, key, reason),
@@ -212,17 +220,6 @@ impl<'a> Stager<'a> {
         // 2. Ask the identity files about all of them at once, in hash order, and add the ones
         // they do not know to the identities of this run, in the same order (see `SeenSet`):
         // a row repeated in the result is new once, at its first position.
-        let order = &mut self.order;
-        order.clear();
-        order.extend(
-            candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, (hash, ..))| self.extra.is_empty() || !self.extra.contains(hash))
-                .map(|(index, (hash, ..))| {
-                    (*hash, u32::try_from(index).expect("a chunk is small"))
-                }),
-        );
         self.sort.sort(order, |(hash, _)| *hash);
         self.probes.clear();
         self.probes.extend(order.iter().map(|(hash, _)| *hash));
