@@ -26,7 +26,7 @@ mod secret;
 mod source;
 mod text;
 
-pub use cells::{Cell, CellBatch, Row as CellRow};
+pub use cells::{Cell, CellBatch, NotUtf8, RawCells, Row as CellRow};
 pub use change::{ChangeSet, SegmentChange};
 pub use error::{error_chain, Classify, ErrorDomain, KeyError};
 pub use key::{

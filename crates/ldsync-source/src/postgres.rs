@@ -402,13 +402,7 @@ pub(crate) fn decode_raw<'a>(
     let Some(raw) = raw else {
         return Ok(Cell::Null);
     };
-    let bad = |what: &str| Error::Query {
-        engine: ENGINE,
-        sqlstate: None,
-        message: format!("column `{column}`: {what}"),
-        position: None,
-        retryable: false,
-    };
+    let bad = |what: &str| column_error(column, what);
     let fixed = |raw: &[u8], len: usize| -> Result<[u8; 8]> {
         let mut out = [0; 8];
         if raw.len() != len {
@@ -466,6 +460,17 @@ pub(crate) fn decode_raw<'a>(
             Cell::Text(uuid::Uuid::from_bytes(bytes).hyphenated().encode_lower(uuid))
         }
     })
+}
+
+/// A value of `column` the source cannot read, and why.
+pub(crate) fn column_error(column: &str, what: &str) -> Error {
+    Error::Query {
+        engine: ENGINE,
+        sqlstate: None,
+        message: format!("column `{column}`: {what}"),
+        position: None,
+        retryable: false,
+    }
 }
 
 /// A binary `timestamp` or `timestamptz` (microseconds since 2000-01-01) as Unix epoch

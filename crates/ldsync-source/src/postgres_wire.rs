@@ -11,13 +11,13 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, BytesMut};
-use ldsync_core::{CellBatch, Value};
+use ldsync_core::{Cell, CellBatch, RawCells, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::types::{IsNull, ToSql};
 
 use crate::postgres::{
-    connect_error, db_error, decode_raw, layout, query_error, timestamp_millis, Decoder, Param,
-    ENGINE,
+    column_error, connect_error, db_error, decode_raw, layout, query_error, timestamp_millis,
+    Decoder, Param, ENGINE,
 };
 use crate::{Error, PostgresSource, Result};
 
@@ -50,7 +50,7 @@ impl PostgresSource {
         drop(client);
         stream.write_all(&request).await.map_err(io_error)?;
         let mut reader = Reader { buffer: BytesMut::with_capacity(READ_SIZE), at: 0 };
-        let mut batch = CellBatch::with_capacity(Arc::clone(&columns), batch_rows);
+        let mut batch = RawCells::with_capacity(Arc::clone(&columns), batch_rows);
         let mut uuid = uuid::Uuid::encode_buffer();
         loop {
             let Some((tag, body)) = reader.next(&mut stream).await? else {
@@ -60,8 +60,9 @@ impl PostgresSource {
                 b'D' => {
                     push_data_row(body, &columns, &decoders, &mut batch, &mut uuid)?;
                     if batch.len() == batch_rows {
-                        let fresh = CellBatch::with_capacity(Arc::clone(&columns), batch_rows);
-                        if sender.send(Ok(std::mem::replace(&mut batch, fresh))).await.is_err() {
+                        let fresh = RawCells::with_capacity(Arc::clone(&columns), batch_rows);
+                        let full = checked(std::mem::replace(&mut batch, fresh), &columns)?;
+                        if sender.send(Ok(full)).await.is_err() {
                             // The reader went away: closing the socket ends the query.
                             return Ok(());
                         }
@@ -82,7 +83,7 @@ impl PostgresSource {
         }
         if !batch.is_empty() {
             // A closed receiver means the reader stopped early; nothing is left to do.
-            let _ = sender.send(Ok(batch)).await;
+            let _ = sender.send(Ok(checked(batch, &columns)?)).await;
         }
         // Terminate; the server closes the session either way.
         let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
@@ -242,12 +243,17 @@ impl Reader {
     }
 }
 
+/// The batch, its text checked to be UTF-8 (else the column that holds some that is not).
+fn checked(batch: RawCells, columns: &[String]) -> Result<CellBatch> {
+    batch.finish().map_err(|bad| column_error(&columns[bad.column], "text that is not UTF-8"))
+}
+
 /// Decodes one `DataRow` into the batch.
 fn push_data_row(
     body: &[u8],
     columns: &[String],
     decoders: &[Decoder],
-    batch: &mut CellBatch,
+    batch: &mut RawCells,
     uuid: &mut [u8; 45],
 ) -> Result<()> {
     let truncated = || protocol("a row cut short");
@@ -280,32 +286,34 @@ fn push_data_row(
 /// type and for a value [`decode_raw`] must refuse, so that it reports why.
 #[expect(clippy::inline_always, reason = "measured: called once per cell, in the loop over a row")]
 #[inline(always)]
-fn push_common(raw: &[u8], decoder: Decoder, batch: &mut CellBatch) -> bool {
-    match decoder {
-        Decoder::Text => match std::str::from_utf8(raw) {
-            Ok(text) => batch.push_text(text),
-            Err(_) => return false,
-        },
+fn push_common(raw: &[u8], decoder: Decoder, batch: &mut RawCells) -> bool {
+    let cell = match decoder {
+        // Checked to be UTF-8 with the rest of the batch's text.
+        Decoder::Text => {
+            batch.push_text_bytes(raw);
+            return true;
+        }
         Decoder::Int4 => match raw.try_into() {
-            Ok(bytes) => batch.push_int(i32::from_be_bytes(bytes).into()),
+            Ok(bytes) => Cell::Int(i32::from_be_bytes(bytes).into()),
             Err(_) => return false,
         },
         Decoder::Int8 => match raw.try_into() {
-            Ok(bytes) => batch.push_int(i64::from_be_bytes(bytes)),
+            Ok(bytes) => Cell::Int(i64::from_be_bytes(bytes)),
             Err(_) => return false,
         },
         Decoder::Float8 => match raw.try_into() {
-            Ok(bytes) => batch.push_float(f64::from_be_bytes(bytes)),
+            Ok(bytes) => Cell::Float(f64::from_be_bytes(bytes)),
             Err(_) => return false,
         },
         Decoder::Timestamp | Decoder::TimestampTz => {
             match raw.try_into().ok().map(i64::from_be_bytes).and_then(timestamp_millis) {
-                Some(millis) => batch.push_timestamp_millis(millis),
+                Some(millis) => Cell::TimestampMillis(millis),
                 None => return false,
             }
         }
         _ => return false,
-    }
+    };
+    batch.push(cell);
     true
 }
 
