@@ -138,9 +138,10 @@ impl PostgresSource {
         F: std::future::Future<Output = ()> + Send + 'static,
         R: FnOnce(Self, String, Vec<Value>, usize, tokio::sync::mpsc::Sender<Result<B>>) -> F,
     {
-        // Eight batches read ahead: a metric-events run stages 64 Ki rows at once, and the
-        // query goes on reading the next ones meanwhile.
-        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        // Four batches read ahead: a metric-events run stages 16 Ki rows (two batches) at
+        // once, and the query goes on reading the next chunk meanwhile. More read ahead only
+        // pushes the rows out of the processor's caches before they are staged.
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(read(
             self.clone(),
             sql.to_owned(),
