@@ -81,6 +81,38 @@ enum Slot {
     Json { start: u32, end: u32 },
 }
 
+impl Slot {
+    /// `cell` as stored, its text (if any) put where `append` says.
+    #[inline]
+    fn of(cell: Cell<'_>, append: impl FnOnce(&str) -> (u32, u32)) -> Self {
+        match cell {
+            Cell::Null => Self::Null,
+            Cell::Bool(value) => Self::Bool(value),
+            Cell::Int(value) => Self::Int(value),
+            Cell::Float(value) => Self::Float(value),
+            Cell::TimestampMillis(value) => Self::TimestampMillis(value),
+            Cell::Text(text) => {
+                let (start, end) = append(text);
+                Self::Text { start, end }
+            }
+            Cell::Json(json) => {
+                let (start, end) = append(json);
+                Self::Json { start, end }
+            }
+        }
+    }
+
+    /// Where the cell's text is in its batch's buffer, for text and JSON.
+    fn text(self) -> Option<std::ops::Range<usize>> {
+        match self {
+            Self::Text { start, end } | Self::Json { start, end } => {
+                Some(start as usize..end as usize)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A batch of rows under named columns, each row `width` cells.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellBatch {
@@ -224,15 +256,8 @@ impl CellBatch {
     /// Appends `cell`.
     #[inline]
     pub fn push(&mut self, cell: Cell<'_>) {
-        match cell {
-            Cell::Null => self.push_null(),
-            Cell::Bool(value) => self.push_bool(value),
-            Cell::Int(value) => self.push_int(value),
-            Cell::Float(value) => self.push_float(value),
-            Cell::Text(text) => self.push_text(text),
-            Cell::TimestampMillis(value) => self.push_timestamp_millis(value),
-            Cell::Json(json) => self.push_json(json),
-        }
+        let slot = Slot::of(cell, |text| self.append(text));
+        self.slots.push(slot);
     }
 
     /// Appends `value` as a cell.
@@ -336,21 +361,7 @@ impl RawCells {
     /// Appends `cell`; cells are appended row by row, one per column.
     #[inline]
     pub fn push(&mut self, cell: Cell<'_>) {
-        let slot = match cell {
-            Cell::Null => Slot::Null,
-            Cell::Bool(value) => Slot::Bool(value),
-            Cell::Int(value) => Slot::Int(value),
-            Cell::Float(value) => Slot::Float(value),
-            Cell::TimestampMillis(value) => Slot::TimestampMillis(value),
-            Cell::Text(text) => {
-                let (start, end) = self.append(text.as_bytes());
-                Slot::Text { start, end }
-            }
-            Cell::Json(json) => {
-                let (start, end) = self.append(json.as_bytes());
-                Slot::Json { start, end }
-            }
-        };
+        let slot = Slot::of(cell, |text| self.append(text.as_bytes()));
         self.slots.push(slot);
     }
 
@@ -381,11 +392,8 @@ impl RawCells {
         let first_bad = |text: &[u8], slots: &[Slot]| {
             let at = slots
                 .iter()
-                .position(|slot| match *slot {
-                    Slot::Text { start, end } | Slot::Json { start, end } => {
-                        std::str::from_utf8(&text[start as usize..end as usize]).is_err()
-                    }
-                    _ => false,
+                .position(|slot| {
+                    slot.text().is_some_and(|at| std::str::from_utf8(&text[at]).is_err())
                 })
                 .expect("text that is not UTF-8 is in some cell");
             let width = columns.len().max(1);
@@ -400,11 +408,10 @@ impl RawCells {
                 return Err(bad);
             }
         };
-        let split = slots.iter().any(|slot| match *slot {
-            Slot::Text { start, end } | Slot::Json { start, end } => {
-                !text.is_char_boundary(start as usize) || !text.is_char_boundary(end as usize)
-            }
-            _ => false,
+        let split = slots.iter().any(|slot| {
+            slot.text().is_some_and(|at| {
+                !text.is_char_boundary(at.start) || !text.is_char_boundary(at.end)
+            })
         });
         if split {
             let bad = first_bad(text.as_bytes(), &slots);
