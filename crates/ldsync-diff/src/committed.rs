@@ -402,6 +402,9 @@ impl Probe {
     pub fn finish(self) -> Result<(Committed, Delta), SnapshotError> {
         let removes = match self.new.spill() {
             Some(spill) if self.removes_outgrow(spill.chunk_bytes()) => {
+                // The folder exists only once new keys spilled, and the removes may spill
+                // alone (many members, few of them offered).
+                crate::spill::create_dir(spill.dir())?;
                 self.write_removes(&spill.dir().join("removes.keys"))?
             }
             _ => self.collect_removes(),

@@ -306,6 +306,24 @@ mod tests {
         assert_eq!(delta.removes.len(), 5_000);
     }
 
+    /// An empty base whose committed adds are all removed: the removes spill though no new key
+    /// did (and the probe had no order of the base to log), so their folder is made for them.
+    #[test]
+    fn removes_spill_alone_into_a_folder_made_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.keys");
+        KeySet::default().write_file(&base).unwrap();
+        let adds: Vec<String> = (0..100).map(|i| format!("added-{i}")).collect();
+        let delta = Delta { adds: KeySet::from_keys(&adds), removes: KeySet::default() };
+        let mut probe = Committed::new(MappedKeySet::open(&base).unwrap(), delta).into_probe();
+        probe.spill_to(Spill::new(dir.path().join("spill"), 1_024));
+        probe.offer(b"new-key");
+        let (_, delta) = probe.finish().unwrap();
+        assert!(delta.removes.is_on_disk());
+        assert_eq!(delta.removes, KeySet::from_keys(&adds));
+        assert_eq!(delta.adds, KeySet::from_keys([b"new-key"]));
+    }
+
     #[test]
     fn a_builder_under_its_threshold_never_touches_the_disk() {
         let dir = tempfile::tempdir().unwrap();
