@@ -1,74 +1,81 @@
 //! The identities a run has staged so far: a set of 128-bit hashes built for the way a run
 //! fills it, a chunk at a time in hash order.
 //!
-//! Identity hashes are uniform, so a slot is picked by the hash's top bits, and a chunk
-//! inserted in hash order walks the table from its start to its end: the processor's
-//! prefetcher sees an ascending stream instead of a random read per insert. A general hash set
-//! (`hashbrown`) spent a sixth of a 1 M-event run's CPU on cache misses here, two per insert
-//! (its control bytes, then the slot).
+//! The hashes themselves are kept as the runs they arrive in (each chunk's new hashes,
+//! ascending), one after another in memory, and are merged into one ascending sequence only
+//! when the run commits them. Whether a hash is new is answered by a Bloom filter in front of
+//! them, a few bytes a hash: nearly every new hash is told apart by the filter alone, and only
+//! the few it lets through (about one in ten thousand) are looked up in the runs. A hash
+//! table of all of them (16 bytes a hash, at most three quarters full, and twice the table
+//! when it grows) cost a million-event run a cache miss per insert and 32 MiB of fresh pages;
+//! the filter of a million hashes is 4 MiB, read front to back as a sorted chunk is checked.
+//!
+//! A result that repeats many rows lets many hashes through the filter; once looking them up
+//! in the runs would cost more than the inserts themselves, the set answers from a hash set of
+//! all its hashes instead.
 
-/// A set of 128-bit hashes, open addressing with linear probing; `0` marks an empty slot
-/// (the hash 0 itself is kept aside).
-///
-/// The table is an anonymous mapping advised to use huge pages: a million identities take a
-/// 32 MiB table, which in 4 KiB pages cost a sixth of the staging thread's time in page faults
-/// (each page faulted twice: read as the zero page, then copied on its first write). The
-/// mapping reserves address space for the table to double in place ([`RESERVED_BYTES`]): only
-/// the pages of the table in use are ever touched, and a table that doubles keeps its pages
-/// rather than faulting in a new table twice its size beside the old one (on a virtual machine
-/// whose host takes back free memory, a fresh huge page costs 1-2 ms a MiB to fault in).
+use super::stage::HashSet128;
+
+/// A set of 128-bit hashes that says, as each is inserted, whether it was new.
 #[derive(Debug)]
 pub(crate) struct SeenSet {
-    /// The table is its first `capacity` slots; the rest is address space, never touched.
-    slots: memmap2::MmapMut,
-    /// `128 - log2(slots)`: a hash's slot is `hash >> shift`.
+    /// The Bloom filter: blocks of one cache line, a hash's block picked by its top bits, so
+    /// hashes inserted in ascending order read the filter front to back.
+    filter: Vec<Block>,
+    /// `128 - log2(filter.len())`: a hash's block is `hash >> shift`.
     shift: u32,
-    /// Slots in the table.
-    capacity: usize,
+    /// The finished runs, each ascending.
+    runs: Vec<Vec<u128>>,
+    /// The run being filled: a hash below its last one starts the next run.
+    open: Vec<u128>,
     len: usize,
-    has_zero: bool,
-    /// Bytes of address space a new mapping reserves, at least.
-    reserve: usize,
+    /// Runs read to look up the hashes the filter let through; past the inserts made, the
+    /// set answers from `exact`.
+    runs_read: usize,
+    /// All the hashes, once looking them up in the runs has cost too much.
+    exact: Option<HashSet128>,
 }
+
+/// A block of the filter: one cache line of eight words. A hash sets one bit in each word.
+type Block = [u64; 8];
+
+/// Hashes a block holds before the filter doubles: the filter lets about one new hash in
+/// 30 000 through at this load, one in 200 000 just after it doubles.
+const HASHES_PER_BLOCK: usize = 20;
+
+/// Blocks of a new set's filter (64 KiB).
+const FIRST_BLOCKS: usize = 1 << 10;
 
 impl Default for SeenSet {
     fn default() -> Self {
-        Self::with_bits(10, RESERVED_BYTES)
+        Self::with_blocks(FIRST_BLOCKS)
     }
 }
 
-/// Bytes in a slot.
-const SLOT: usize = 16;
-
-/// Address space reserved for a table to grow in place: 1 GiB, room for 48 million identities.
-/// Reserving costs no memory until the pages are written; a system that refuses that much
-/// address space gets a mapping of the table alone, which grows by copying into a larger one.
-const RESERVED_BYTES: usize = 1 << 30;
-
 impl SeenSet {
-    fn with_bits(bits: u32, reserve: usize) -> Self {
-        let capacity = 1_usize << bits;
-        let bytes = capacity * SLOT;
-        // Past the reservation, room for two more doublings.
-        let reserved = reserve.max(bytes * 4);
-        // Like a `Vec` that cannot allocate, a table that cannot be mapped ends the process.
-        let slots = memmap2::MmapMut::map_anon(reserved)
-            .or_else(|_| memmap2::MmapMut::map_anon(bytes))
-            .expect("memory for the identities of the run");
-        // Advice only: without huge pages the table works the same, slower.
-        let _ = slots.advise(memmap2::Advice::HugePage);
-        Self { slots, shift: 128 - bits, capacity, len: 0, has_zero: false, reserve }
+    fn with_blocks(blocks: usize) -> Self {
+        debug_assert!(blocks.is_power_of_two());
+        Self {
+            filter: vec![[0; 8]; blocks],
+            shift: 128 - blocks.trailing_zeros(),
+            runs: Vec::new(),
+            open: Vec::new(),
+            len: 0,
+            runs_read: 0,
+            exact: None,
+        }
     }
 
     /// Hashes in the set.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len + usize::from(self.has_zero)
+        self.len
     }
 
-    /// The hashes in the set, ascending, read out of the table as they are handed out.
-    pub(crate) fn into_sorted(self) -> SortedHashes {
-        SortedHashes::new(self)
+    /// The hashes in the set, ascending.
+    pub(crate) fn into_sorted(mut self) -> SortedHashes {
+        self.finish_run();
+        SortedHashes::new(self.runs)
     }
 
     /// [`SeenSet::into_sorted`], collected.
@@ -77,180 +84,159 @@ impl SeenSet {
         self.into_sorted().collect()
     }
 
-    /// Makes room for `additional` more hashes without growing. A sorted chunk must fit
-    /// before it is inserted: a table grown in the middle of one would hold the chunk's first
-    /// part (its smallest hashes) in a few slots at its start, one long probe for all.
+    /// Makes room for `additional` more hashes, which start a run of their own: the filter
+    /// grows now rather than in the middle of them, and their run is allocated once.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        while Self::over_load(self.len + additional, self.capacity) {
-            self.grow();
-        }
+        self.finish_run();
+        self.grow_filter(self.len + additional);
+        self.open.reserve_exact(additional);
     }
 
     /// Adds `hash`; whether it was new. Inserting in ascending order is fastest, after
     /// [`SeenSet::reserve`] for the whole run of hashes.
     pub(crate) fn insert(&mut self, hash: u128) -> bool {
-        if hash == 0 {
-            return !std::mem::replace(&mut self.has_zero, true);
+        let new = match &mut self.exact {
+            Some(exact) => exact.insert(hash),
+            None => self.filter_insert(hash),
+        };
+        if !new {
+            return false;
         }
-        if Self::over_load(self.len + 1, self.capacity) {
-            self.grow();
+        if self.open.last().is_some_and(|&last| last > hash) {
+            self.finish_run();
         }
-        let mask = self.capacity - 1;
-        let mut at = self.home(hash);
-        loop {
-            match self.slot(at) {
-                0 => {
-                    self.set_slot(at, hash);
-                    self.len += 1;
-                    return true;
-                }
-                slot if slot == hash => return false,
-                _ => at = (at + 1) & mask,
+        self.open.push(hash);
+        self.len += 1;
+        if self.len > self.filter.len() * HASHES_PER_BLOCK {
+            self.grow_filter(self.len);
+        }
+        true
+    }
+
+    /// Whether `hash` is new, by the filter (and the runs, when the filter lets it through);
+    /// sets its bits in the filter when it is.
+    fn filter_insert(&mut self, hash: u128) -> bool {
+        let (block, bits) = probe(hash, self.shift);
+        let passed = self.filter[block].iter().zip(&bits).all(|(word, bit)| word & bit != 0);
+        if passed {
+            // The hash just inserted: a row repeated in the same chunk.
+            if self.open.last() == Some(&hash) {
+                return false;
+            }
+            if self.runs_read > self.len + EXACT_AFTER {
+                return self.make_exact().insert(hash);
+            }
+            if self.in_runs(hash) {
+                return false;
             }
         }
+        for (word, bit) in self.filter[block].iter_mut().zip(bits) {
+            *word |= bit;
+        }
+        true
     }
 
-    /// Whether `len` hashes fill more of `capacity` slots than probes stay short at: three
-    /// quarters (a chunk inserted in hash order probes its neighbours' slots, which are in
-    /// cache; at most half full, ten million identities took 512 MiB instead of 256).
-    fn over_load(len: usize, capacity: usize) -> bool {
-        len * 4 > capacity * 3
+    /// Whether `hash`, let through by the filter, is in the runs (counted in `runs_read`).
+    #[cold]
+    fn in_runs(&mut self, hash: u128) -> bool {
+        self.runs_read += self.runs.len() + 1;
+        self.runs.iter().chain([&self.open]).any(|run| run.binary_search(&hash).is_ok())
     }
 
-    fn slot(&self, at: usize) -> u128 {
-        let bytes = &self.slots[at * SLOT..(at + 1) * SLOT];
-        u128::from_ne_bytes(bytes.try_into().expect("a slot is 16 bytes"))
+    /// Puts every hash into `exact`, which answers from now on, and drops the filter.
+    #[cold]
+    fn make_exact(&mut self) -> &mut HashSet128 {
+        let mut exact = HashSet128::default();
+        exact.reserve(self.len);
+        exact.extend(self.runs.iter().flatten().chain(&self.open).copied());
+        self.filter = Vec::new();
+        self.exact.insert(exact)
     }
 
-    fn set_slot(&mut self, at: usize, hash: u128) {
-        self.slots[at * SLOT..(at + 1) * SLOT].copy_from_slice(&hash.to_ne_bytes());
+    /// Ends the open run (if it holds any hash).
+    fn finish_run(&mut self) {
+        if !self.open.is_empty() {
+            self.runs.push(std::mem::take(&mut self.open));
+        }
     }
 
-    fn home(&self, hash: u128) -> usize {
-        usize::try_from(hash >> self.shift).expect("shifted below the table's size")
-    }
-
-    /// Doubles the table: in place when the mapping has room, else into a new mapping.
-    fn grow(&mut self) {
-        if self.capacity * 2 * SLOT <= self.slots.len() {
-            self.grow_in_place();
+    /// Makes the filter large enough for `hashes` (doubling it, and setting the bits of every
+    /// hash again).
+    fn grow_filter(&mut self, hashes: usize) {
+        if self.exact.is_some() || hashes <= self.filter.len() * HASHES_PER_BLOCK {
             return;
         }
-        let bits = 128 - self.shift + 1;
-        let old = std::mem::replace(self, Self::with_bits(bits, self.reserve));
-        self.has_zero = old.has_zero;
-        // The old slots are in (nearly) ascending order of hash, so the new table is filled
-        // front to back as well.
-        for at in 0..old.capacity {
-            let hash = old.slot(at);
-            if hash != 0 {
-                self.insert(hash);
+        let blocks = hashes.div_ceil(HASHES_PER_BLOCK).next_power_of_two();
+        let shift = 128 - blocks.trailing_zeros();
+        let mut filter = vec![[0; 8]; blocks];
+        for &hash in self.runs.iter().flatten().chain(&self.open) {
+            let (block, bits) = probe(hash, shift);
+            for (word, bit) in filter[block].iter_mut().zip(bits) {
+                *word |= bit;
             }
         }
-    }
-
-    /// Doubles the table within its mapping, moving each hash from the last slot to the first.
-    ///
-    /// A hash's new home is twice its old one (or one past), so a hash at or before its new
-    /// home moves up, into slots already moved out of or never used: it never lands on a hash
-    /// not yet moved, and never probes across one (which, moved later, would leave a hole
-    /// before it). The few hashes that would (far past their old home at the table's start,
-    /// or probing past its new end) are set aside and inserted afterwards.
-    fn grow_in_place(&mut self) {
-        let old_capacity = self.capacity;
-        self.capacity *= 2;
-        self.shift -= 1;
-        let mut aside = Vec::new();
-        for at in (0..old_capacity).rev() {
-            let hash = self.slot(at);
-            if hash == 0 {
-                continue;
-            }
-            self.set_slot(at, 0);
-            let home = self.home(hash);
-            if home < at {
-                aside.push(hash);
-                continue;
-            }
-            let mut to = home;
-            while to < self.capacity && self.slot(to) != 0 {
-                to += 1;
-            }
-            if to == self.capacity {
-                aside.push(hash);
-            } else {
-                self.set_slot(to, hash);
-            }
-        }
-        self.len -= aside.len();
-        for hash in aside {
-            self.insert(hash);
-        }
+        self.filter = filter;
+        self.shift = shift;
     }
 }
 
-/// The hashes of a [`SeenSet`], ascending, without a copy of them all.
-///
-/// The table holds them nearly in order: a hash sits at its home slot (its top bits) or past
-/// it, in the same run of occupied slots. Two hashes out of order are therefore always in one
-/// run (the smaller one's home is at or before the larger one's, and the larger one was
-/// pushed past it), so sorting each run on its own (a few slots) sorts them all. The last run
-/// may wrap around the table's end: its wrapped part, at the table's start, is set aside
-/// until then.
+/// The block of `hash` in a filter of `2^(128 - shift)` blocks (from its top bits), and the bit
+/// it sets in each word of the block (from its low 48 bits, six for each word, which the block
+/// does not depend on).
+fn probe(hash: u128, shift: u32) -> (usize, Block) {
+    let block = usize::try_from(hash >> shift).expect("shifted below the filter's size");
+    #[expect(clippy::cast_possible_truncation, reason = "the low 64 bits")]
+    let low = hash as u64;
+    let bits = std::array::from_fn(|word| 1 << ((low >> (6 * word)) & 63));
+    (block, bits)
+}
+
+/// Inserts beyond those made that look-ups in the runs may read runs for, before the set
+/// keeps an exact hash set instead.
+const EXACT_AFTER: usize = 1 << 16;
+
+/// The hashes of a [`SeenSet`], ascending: its runs merged by a tree of losers (one
+/// comparison for each level of the tree, a few for each hash).
 #[derive(Debug)]
 pub(crate) struct SortedHashes {
-    set: SeenSet,
-    /// The next slot to read.
-    at: usize,
-    /// The start of the table that belongs to the run wrapping around its end.
-    wrapped: Vec<u128>,
-    /// The run being handed out, sorted descending (handed out from its end).
-    run: Vec<u128>,
-    zero: bool,
+    runs: Vec<Vec<u128>>,
+    /// The next position in each run.
+    next: Vec<usize>,
+    /// The head of each run (then of each padding leaf), `None` once it is handed out in full.
+    heads: Vec<Option<u128>>,
+    /// `tree[0]` is the run with the smallest head; `tree[node]`, for the other nodes, the
+    /// run that lost the match at that node (leaf `i` is node `leaves + i`).
+    tree: Vec<usize>,
+}
+
+/// `a` comes before `b` (a run handed out in full comes last).
+fn before(a: Option<u128>, b: Option<u128>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a < b,
+        (a, _) => a.is_some(),
+    }
 }
 
 impl SortedHashes {
-    fn new(set: SeenSet) -> Self {
-        let zero = set.has_zero;
-        let (mut wrapped, mut run) = (Vec::new(), Vec::new());
-        // The table is never full, so there is an empty slot: the runs start after it.
-        let mut at = 0;
-        while at < set.capacity {
-            let hash = set.slot(at);
-            if hash == 0 {
-                break;
-            }
-            // Before its home: pushed past the end of the table.
-            if set.home(hash) > at {
-                wrapped.push(hash);
-            } else {
-                run.push(hash);
-            }
-            at += 1;
+    fn new(runs: Vec<Vec<u128>>) -> Self {
+        let leaves = runs.len().next_power_of_two();
+        let mut heads: Vec<Option<u128>> = runs.iter().map(|run| run.first().copied()).collect();
+        heads.resize(leaves, None);
+        // The winner of each node, from the leaves up; the loser stays at the node.
+        let mut winners: Vec<usize> = vec![0; 2 * leaves];
+        let mut tree = vec![0; leaves];
+        for leaf in 0..leaves {
+            winners[leaves + leaf] = leaf;
         }
-        run.sort_unstable_by(|a, b| b.cmp(a));
-        Self { set, at, wrapped, run, zero }
-    }
-
-    /// Reads the next run into `run`; `false` past the end of the table.
-    fn next_run(&mut self) -> bool {
-        let capacity = self.set.capacity;
-        while self.at < capacity && self.set.slot(self.at) == 0 {
-            self.at += 1;
+        for node in (1..leaves).rev() {
+            let (left, right) = (winners[2 * node], winners[2 * node + 1]);
+            let (winner, loser) =
+                if before(heads[right], heads[left]) { (right, left) } else { (left, right) };
+            winners[node] = winner;
+            tree[node] = loser;
         }
-        while self.at < capacity {
-            let hash = self.set.slot(self.at);
-            if hash == 0 {
-                break;
-            }
-            self.run.push(hash);
-            self.at += 1;
-        }
-        if self.at == capacity {
-            self.run.append(&mut self.wrapped);
-        }
-        self.run.sort_unstable_by(|a, b| b.cmp(a));
-        !self.run.is_empty()
+        tree[0] = winners[1];
+        Self { next: vec![1; runs.len()], runs, heads, tree }
     }
 }
 
@@ -258,17 +244,25 @@ impl Iterator for SortedHashes {
     type Item = u128;
 
     fn next(&mut self) -> Option<u128> {
-        if std::mem::take(&mut self.zero) {
-            return Some(0);
-        }
-        loop {
-            if let Some(hash) = self.run.pop() {
-                return Some(hash);
+        let run = self.tree[0];
+        let hash = self.heads[run]?;
+        let at = self.next[run];
+        self.heads[run] = self.runs[run].get(at).copied();
+        self.next[run] = at + 1;
+        // The run's new head plays the losers on the way up.
+        let mut winner = run;
+        let leaf = self.tree.len() + run;
+        let mut node = leaf / 2;
+        while node > 0 {
+            let loser = self.tree[node];
+            if before(self.heads[loser], self.heads[winner]) {
+                self.tree[node] = winner;
+                winner = loser;
             }
-            if !self.next_run() {
-                return None;
-            }
+            node /= 2;
         }
+        self.tree[0] = winner;
+        Some(hash)
     }
 }
 
@@ -280,9 +274,16 @@ mod tests {
 
     use super::*;
 
+    /// `count` distinct uniform hashes (an odd multiplier is a bijection).
+    fn uniform(count: u128, salt: u128) -> Vec<u128> {
+        (1..=count)
+            .map(|i| (i + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+            .collect()
+    }
+
     proptest! {
         /// Whatever is inserted, in whatever order, the set answers as a `HashSet` does;
-        /// hashes share their top bits often, so probes run long and wrap around.
+        /// hashes share their top and low bits often, so the filter lets many through.
         #[test]
         fn answers_as_a_hash_set_does(
             hashes in prop::collection::vec(
@@ -306,58 +307,46 @@ mod tests {
             prop_assert_eq!(set.into_sorted_hashes(), expected);
         }
 
-        /// A table mapped with little room (it doubles in place twice, then copies itself
-        /// into a larger mapping) answers as one that only grows in place.
+        /// Chunks inserted as a run inserts them (sorted, after `reserve`), some hashes
+        /// repeated within a chunk and across chunks: the answers of a `HashSet`.
         #[test]
-        fn grows_alike_in_place_and_by_copying(
-            hashes in prop::collection::vec(
-                prop_oneof![
-                    any::<u128>(),
-                    (0_u128..256).prop_map(|low| low << 112),
-                    (0_u128..64).prop_map(|low| u128::MAX - (low << 100)),
-                ],
-                0..5_000,
+        fn sorted_chunks_answer_as_a_hash_set_does(
+            chunks in prop::collection::vec(
+                prop::collection::vec(
+                    prop_oneof![4 => any::<u128>(), 1 => (0_u128..32).prop_map(|i| i << 123)],
+                    0..600,
+                ),
+                0..12,
             ),
         ) {
-            let mut copied = SeenSet::with_bits(4, 0);
-            let mut in_place = SeenSet::with_bits(4, RESERVED_BYTES);
-            for &hash in &hashes {
-                prop_assert_eq!(copied.insert(hash), in_place.insert(hash), "{:#x}", hash);
-            }
-            prop_assert!(hashes.iter().all(|&hash| !in_place.insert(hash)));
-            prop_assert_eq!(copied.len(), in_place.len());
-            prop_assert_eq!(copied.into_sorted_hashes(), in_place.into_sorted_hashes());
-        }
-
-        /// Runs of slots that wrap around the table's end come out in order too.
-        #[test]
-        fn hashes_crowded_at_both_ends_come_out_sorted(
-            low in prop::collection::vec(0_u128..1 << 120, 0..200),
-            high in prop::collection::vec(u128::MAX - (1 << 120)..=u128::MAX, 0..200),
-        ) {
             let mut set = SeenSet::default();
-            let mut expected: Vec<u128> = high.iter().chain(&low).copied().collect();
-            for &hash in &expected {
-                set.insert(hash);
+            let mut reference = HashSet::new();
+            for mut chunk in chunks {
+                chunk.sort_unstable();
+                set.reserve(chunk.len());
+                for hash in chunk {
+                    prop_assert_eq!(set.insert(hash), reference.insert(hash), "{:#x}", hash);
+                }
             }
+            let mut expected: Vec<u128> = reference.into_iter().collect();
             expected.sort_unstable();
-            expected.dedup();
             prop_assert_eq!(set.into_sorted_hashes(), expected);
         }
     }
 
     #[test]
     fn sorted_chunks_of_a_million_hashes_are_each_new_once() {
-        let hashes: Vec<u128> = (1..=1_000_000_u128)
-            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
-            .collect();
+        let hashes = uniform(1_000_000, 0);
         let mut set = SeenSet::default();
-        for chunk in hashes.chunks(65_536) {
+        for chunk in hashes.chunks(16_384) {
             set.reserve(chunk.len());
             let mut sorted = chunk.to_vec();
             sorted.sort_unstable();
             assert!(sorted.iter().all(|&hash| set.insert(hash)));
         }
+        // The filter told nearly all of them apart: few look-ups in the runs, no exact set.
+        assert!(set.runs_read < 62 * 100, "{} runs read", set.runs_read);
+        assert!(set.exact.is_none());
         assert!(hashes.iter().all(|&hash| !set.insert(hash)));
         assert_eq!(set.len(), hashes.len());
         set.insert(0);
@@ -366,5 +355,37 @@ mod tests {
         expected.push(0);
         expected.sort_unstable();
         assert_eq!(all, expected);
+    }
+
+    /// A result that repeats every row in a later chunk: the set turns exact early rather than
+    /// looking each repeat up in every run.
+    #[test]
+    fn many_repeats_make_the_set_exact() {
+        let hashes = uniform(200_000, 7);
+        let mut set = SeenSet::default();
+        for chunk in hashes.chunks(4_096).chain(hashes.chunks(4_096)) {
+            set.reserve(chunk.len());
+            let mut sorted = chunk.to_vec();
+            sorted.sort_unstable();
+            let new: Vec<bool> = sorted.iter().map(|&hash| set.insert(hash)).collect();
+            assert!(new.iter().all(|&n| n) || new.iter().all(|&n| !n));
+        }
+        assert!(set.exact.is_some());
+        assert!(set.runs_read < 200_000 + EXACT_AFTER + 100, "{} runs read", set.runs_read);
+        assert_eq!(set.len(), 200_000);
+        let mut expected = hashes;
+        expected.sort_unstable();
+        assert_eq!(set.into_sorted_hashes(), expected);
+    }
+
+    #[test]
+    fn rows_repeated_within_a_chunk_are_new_once_without_look_ups() {
+        let mut set = SeenSet::default();
+        let mut chunk: Vec<u128> = uniform(5_000, 3).into_iter().flat_map(|h| [h, h]).collect();
+        chunk.sort_unstable();
+        set.reserve(chunk.len());
+        let new = chunk.iter().filter(|&&hash| set.insert(hash)).count();
+        assert_eq!(new, 5_000);
+        assert_eq!(set.runs_read, 0);
     }
 }
