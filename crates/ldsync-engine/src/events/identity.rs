@@ -30,17 +30,35 @@ pub(crate) fn hash(identity: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(identity.as_bytes())
 }
 
-/// [`hash`] of [`from_event_id`], written into `buffer` (reused from row to row, so that the
-/// common case allocates nothing, and without `format!`'s machinery: this runs once a row).
-pub(crate) fn hash_event_id(buffer: &mut Vec<u8>, event_key: &str, event_id: &str) -> u128 {
-    buffer.clear();
-    buffer.extend_from_slice(b"id:");
-    buffer.extend_from_slice(itoa::Buffer::new().format(event_key.len()).as_bytes());
-    buffer.push(b':');
-    buffer.extend_from_slice(event_key.as_bytes());
-    buffer.push(b':');
-    buffer.extend_from_slice(event_id.as_bytes());
-    xxhash_rust::xxh3::xxh3_128(buffer)
+/// A buffer for [`hash_event_id`], reused from row to row, holding the opening of the last
+/// event key's identities (`id:LEN:KEY:`): a query's rows mostly share one key.
+#[derive(Debug, Default)]
+pub(crate) struct EventIdBuffer {
+    bytes: Vec<u8>,
+    /// The event key whose opening `bytes` starts with.
+    key: String,
+    /// The length of that opening; 0 before the first row.
+    head: usize,
+}
+
+/// [`hash`] of [`from_event_id`], written into `buffer` (so that the common case allocates
+/// nothing, and without `format!`'s machinery: this runs once a row).
+pub(crate) fn hash_event_id(buffer: &mut EventIdBuffer, event_key: &str, event_id: &str) -> u128 {
+    if buffer.head == 0 || buffer.key != event_key {
+        let bytes = &mut buffer.bytes;
+        bytes.clear();
+        bytes.extend_from_slice(b"id:");
+        bytes.extend_from_slice(itoa::Buffer::new().format(event_key.len()).as_bytes());
+        bytes.push(b':');
+        bytes.extend_from_slice(event_key.as_bytes());
+        bytes.push(b':');
+        buffer.head = bytes.len();
+        buffer.key.clear();
+        buffer.key.push_str(event_key);
+    }
+    buffer.bytes.truncate(buffer.head);
+    buffer.bytes.extend_from_slice(event_id.as_bytes());
+    xxhash_rust::xxh3::xxh3_128(&buffer.bytes)
 }
 
 /// The identity of a row without an `event_id`: a hash of its normalised content.
@@ -152,17 +170,17 @@ mod tests {
         );
         assert_eq!(from_event_id("checkout", "order-1"), "id:8:checkout:order-1");
         assert_ne!(from_event_id("a:b", "c"), from_event_id("a", "b:c"));
-        let mut buffer = Vec::new();
+        let mut buffer = EventIdBuffer::default();
         assert_eq!(
             hash_event_id(&mut buffer, "checkout", "order-1"),
             hash("id:8:checkout:order-1"),
             "the hash of an identity is the hash of its text, as version-1 states kept it"
         );
         let long_key = "checkout-completed-é";
-        assert_eq!(
-            hash_event_id(&mut buffer, long_key, "o:1"),
-            hash(&from_event_id(long_key, "o:1"))
-        );
+        // Keys in turn, each again: the opening kept for the last key is never another's.
+        for (key, id) in [(long_key, "o:1"), (long_key, "o:22"), ("checkout", ""), ("a", "b:c")] {
+            assert_eq!(hash_event_id(&mut buffer, key, id), hash(&from_event_id(key, id)));
+        }
     }
 
     #[test]
