@@ -579,10 +579,11 @@ fn is_plain(bytes: &[u8]) -> bool {
 /// The decimal digits of 0 to 99, two bytes each.
 const DIGIT_PAIRS: [u8; 200] = {
     let mut pairs = [0; 200];
-    let mut n = 0;
+    let mut n: u8 = 0;
     while n < 100 {
-        pairs[2 * n] = b'0' + (n / 10) as u8;
-        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        let at = 2 * n as usize;
+        pairs[at] = b'0' + n / 10;
+        pairs[at + 1] = b'0' + n % 10;
         n += 1;
     }
     pairs
