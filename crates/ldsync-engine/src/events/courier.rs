@@ -205,7 +205,9 @@ impl Pipeline {
                 let (ledger, plan_id, today) =
                     (self.ledger.clone(), self.plan_id.clone(), self.today);
                 tokio::task::spawn_blocking(move || {
-                    ledger.prepare_sorted_identities(&plan_id, seen.into_sorted(), today)
+                    // A part for each core: the other tasks are nearly done.
+                    let parts = std::thread::available_parallelism().map_or(1, usize::from);
+                    ledger.prepare_sorted_identities(&plan_id, seen.into_sorted_parts(parts), today)
                 })
             });
             // A closed channel means delivery stopped; its error is the run's.

@@ -14,10 +14,13 @@
 //! in the runs would cost more than the inserts themselves, the set answers from a hash set of
 //! all its hashes instead.
 
+use std::sync::Arc;
+
 use super::stage::HashSet128;
 
 /// A set of 128-bit hashes that says, as each is inserted, whether it was new.
 #[derive(Debug)]
+#[cfg_attr(test, derive(Clone))]
 pub(crate) struct SeenSet {
     /// The Bloom filter: blocks of one cache line, a hash's block picked by its top bits, so
     /// hashes inserted in ascending order read the filter front to back.
@@ -73,9 +76,17 @@ impl SeenSet {
     }
 
     /// The hashes in the set, ascending.
-    pub(crate) fn into_sorted(mut self) -> SortedHashes {
+    #[cfg(test)]
+    pub(crate) fn into_sorted(self) -> SortedHashes {
+        self.into_sorted_parts(1).pop().expect("one part").1
+    }
+
+    /// The hashes in the set, ascending, in `parts` parts that follow one another (each the
+    /// hashes of a range of top bits), each with its count: parts can be written side by
+    /// side.
+    pub(crate) fn into_sorted_parts(mut self, parts: usize) -> Vec<(usize, SortedHashes)> {
         self.finish_run();
-        SortedHashes::new(self.runs)
+        SortedHashes::parts(self.runs, parts)
     }
 
     /// [`SeenSet::into_sorted`], collected.
@@ -195,14 +206,14 @@ fn probe(hash: u128, shift: u32) -> (usize, Block) {
 /// keeps an exact hash set instead.
 const EXACT_AFTER: usize = 1 << 16;
 
-/// The hashes of a [`SeenSet`], ascending, a bucket at a time: the hashes whose top bits are
-/// the same are taken from the front of each run (where they lie together, the runs being
-/// sorted), sorted (a few, or a dozen), and handed out. The hashes are uniform, so a bucket
-/// holds few of them; a merge of the runs by comparisons cost a sixth of a million-event
-/// run's CPU at its end, when nothing else is left to do.
+/// The hashes of a [`SeenSet`] in a range of buckets, ascending, a bucket at a time: the
+/// hashes whose top bits are the same are taken from the front of each run (where they lie
+/// together, the runs being sorted), sorted (a few, or a dozen), and handed out. The hashes
+/// are uniform, so a bucket holds few of them; a merge of the runs by comparisons cost a
+/// sixth of a million-event run's CPU at its end, when nothing else is left to do.
 #[derive(Debug)]
 pub(crate) struct SortedHashes {
-    runs: Vec<Vec<u128>>,
+    runs: Arc<[Vec<u128>]>,
     /// The next position in each run.
     next: Vec<usize>,
     /// The bucket of each run's next hash ([`u64::MAX`], no bucket's number, past its end):
@@ -210,36 +221,60 @@ pub(crate) struct SortedHashes {
     heads: Vec<u64>,
     /// `128 - log2(buckets)`: a hash's bucket is `hash >> shift`.
     shift: u32,
-    /// The next bucket to gather; past the last, `None`.
-    bucket: Option<u64>,
+    /// The next bucket to gather.
+    bucket: u64,
+    /// The first bucket past the range.
+    end: u64,
     /// The bucket being handed out, sorted descending (handed out from its end).
     gathered: Vec<u128>,
 }
 
 impl SortedHashes {
-    fn new(runs: Vec<Vec<u128>>) -> Self {
+    /// The hashes of `runs`, in `parts` ranges of buckets (at least one), with their counts.
+    fn parts(runs: Vec<Vec<u128>>, parts: usize) -> Vec<(usize, Self)> {
         let hashes: usize = runs.iter().map(Vec::len).sum();
         // A few hashes a bucket (fewer to sort), between 16 and 65 536 buckets.
         let bits = (hashes / 4).max(1).ilog2().clamp(4, 16);
         let shift = 128 - bits;
-        let heads = runs
-            .iter()
-            .map(|run| run.first().map_or(u64::MAX, |&hash| bucket(hash, shift)))
-            .collect();
-        Self {
-            next: vec![0; runs.len()],
-            runs,
-            heads,
-            shift,
-            bucket: Some(0),
-            gathered: Vec::new(),
-        }
+        let buckets = 1_u64 << bits;
+        let parts = u64::try_from(parts).unwrap_or(u64::MAX).clamp(1, buckets);
+        let runs: Arc<[Vec<u128>]> = runs.into();
+        let starts = |bucket: u64| -> Vec<usize> {
+            runs.iter()
+                .map(|run| run.partition_point(|&hash| self::bucket(hash, shift) < bucket))
+                .collect()
+        };
+        let mut next = starts(0);
+        (1..=parts)
+            .map(|part| {
+                let begin = buckets * (part - 1) / parts;
+                let end = buckets * part / parts;
+                let ends = starts(end);
+                let count = next.iter().zip(&ends).map(|(start, end)| end - start).sum();
+                let heads = runs
+                    .iter()
+                    .zip(&next)
+                    .map(|(run, &at)| run.get(at).map_or(u64::MAX, |&hash| bucket(hash, shift)))
+                    .collect();
+                let sorted = Self {
+                    runs: Arc::clone(&runs),
+                    next: std::mem::replace(&mut next, ends),
+                    heads,
+                    shift,
+                    bucket: begin,
+                    end,
+                    gathered: Vec::new(),
+                };
+                (count, sorted)
+            })
+            .collect()
     }
 
-    /// Gathers the next bucket that holds a hash; `false` past the last bucket.
+    /// Gathers the next bucket of the range that holds a hash; `false` past the last.
     fn gather(&mut self) -> bool {
         let shift = self.shift;
-        while let Some(current) = self.bucket {
+        while self.bucket < self.end {
+            let current = self.bucket;
             for (index, head) in self.heads.iter_mut().enumerate() {
                 if *head != current {
                     continue;
@@ -254,7 +289,7 @@ impl SortedHashes {
                 self.next[index] = at;
                 *head = run.get(at).map_or(u64::MAX, |&hash| bucket(hash, shift));
             }
-            self.bucket = current.checked_add(1).filter(|next| next >> (128 - shift) == 0);
+            self.bucket += 1;
             if !self.gathered.is_empty() {
                 self.gathered.sort_unstable_by(|a, b| b.cmp(a));
                 return true;
@@ -368,9 +403,18 @@ mod tests {
         assert!(hashes.iter().all(|&hash| !set.insert(hash)));
         assert_eq!(set.len(), hashes.len());
         set.insert(0);
+        set.insert(u128::MAX);
+        let parts = set.clone().into_sorted_parts(3);
+        let mut joined = Vec::new();
+        for (count, part) in parts {
+            let before = joined.len();
+            joined.extend(part);
+            assert_eq!(joined.len() - before, count);
+        }
         let all = set.into_sorted_hashes();
+        assert_eq!(joined, all);
         let mut expected = hashes;
-        expected.push(0);
+        expected.extend([0, u128::MAX]);
         expected.sort_unstable();
         assert_eq!(all, expected);
     }

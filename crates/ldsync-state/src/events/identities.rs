@@ -107,17 +107,125 @@ fn write_records(temporary: &Path, records: impl Iterator<Item = Record>) -> Res
     for fence in &fences {
         out.write_all(&fence.to_le_bytes()).map_err(io(&temporary))?;
     }
+    let file = out.into_inner().map_err(|err| io(&temporary)(err.into_error()))?;
+    finish_file(&file, &temporary, count, newest)?;
+    Ok(count)
+}
+
+/// Writes the header of a segment of `count` records, the newest delivered on day `newest`,
+/// at the start of `file` (its records and fences written), and syncs it.
+fn finish_file(file: &File, temporary: &Path, count: u64, newest: i64) -> Result<()> {
     let mut header = [0_u8; HEADER];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
     header[12..16].copy_from_slice(&u32::try_from(BLOCK).expect("small").to_le_bytes());
     header[16..24].copy_from_slice(&count.to_le_bytes());
     header[24..32].copy_from_slice(&newest.to_le_bytes());
-    let mut file = out.into_inner().map_err(|err| io(&temporary)(err.into_error()))?;
-    file.seek(SeekFrom::Start(0)).map_err(io(&temporary))?;
-    file.write_all(&header).map_err(io(&temporary))?;
-    file.sync_all().map_err(io(&temporary))?;
-    Ok(count)
+    file.write_all_at(&header, 0).map_err(io(temporary))?;
+    file.sync_all().map_err(io(temporary))
+}
+
+/// A part of a segment's hashes: how many, and the hashes, ascending and unique. The parts of
+/// a segment follow one another (each part's hashes above the last one's).
+pub(crate) type Part<I> = (usize, I);
+
+/// What writing one part found: the fences of its blocks, and its first and last hash.
+struct Written {
+    fences: Vec<u128>,
+    first: Option<u128>,
+    last: Option<u128>,
+}
+
+/// Writes the hashes of `parts` (see [`Part`]), all delivered on `day`, as a segment file at
+/// `temporary`, synced to disk: each part on a thread of its own, at the place its count
+/// gives it. A part out of order, or not of its count, fails it.
+fn write_parts<I>(temporary: &Path, parts: Vec<Part<I>>, day: i32) -> Result<u64>
+where
+    I: Iterator<Item = u128> + Send,
+{
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(temporary)
+        .map_err(io(temporary))?;
+    let mut starts = Vec::with_capacity(parts.len());
+    let mut count = 0;
+    for (part_count, _) in &parts {
+        starts.push(count);
+        count += part_count;
+    }
+    let written: Vec<Result<Written>> = std::thread::scope(|scope| {
+        let file = &file;
+        let writers: Vec<_> = parts
+            .into_iter()
+            .zip(starts)
+            .map(|((part_count, hashes), start)| {
+                scope.spawn(move || write_part(file, temporary, start, part_count, hashes, day))
+            })
+            .collect();
+        writers.into_iter().map(|writer| writer.join().expect("a part's writer panicked")).collect()
+    });
+    let mut fences = Vec::new();
+    let mut previous = None;
+    for part in written {
+        let part = part?;
+        if part.first.is_some_and(|first| previous.is_some_and(|previous| previous >= first)) {
+            return Err(corrupt(temporary, "the identities were handed over out of order"));
+        }
+        previous = part.last.or(previous);
+        fences.extend(part.fences);
+    }
+    let fence_bytes: Vec<u8> = fences.iter().flat_map(|fence| fence.to_le_bytes()).collect();
+    let records_end = HEADER + count * RECORD;
+    file.write_all_at(&fence_bytes, records_end as u64).map_err(io(temporary))?;
+    let newest = if count > 0 { i64::from(day) } else { i64::MIN };
+    finish_file(&file, temporary, count as u64, newest)?;
+    Ok(count as u64)
+}
+
+/// Writes the `count` hashes of a part whose first record is record `start` of the segment.
+fn write_part(
+    file: &File,
+    temporary: &Path,
+    start: usize,
+    count: usize,
+    hashes: impl Iterator<Item = u128>,
+    day: i32,
+) -> Result<Written> {
+    // Records a write (about a MiB).
+    const RECORDS: usize = 52_428;
+    let mut buffer = Vec::with_capacity(RECORDS * RECORD);
+    let mut offset = (HEADER + start * RECORD) as u64;
+    let mut written = Written { fences: Vec::new(), first: None, last: None };
+    let mut index = start;
+    for hash in hashes {
+        if written.last.is_some_and(|last| last >= hash) {
+            return Err(corrupt(temporary, "the identities were handed over out of order"));
+        }
+        if index == start + count {
+            return Err(corrupt(temporary, "more identities were handed over than counted"));
+        }
+        written.first.get_or_insert(hash);
+        written.last = Some(hash);
+        if index.is_multiple_of(BLOCK) {
+            written.fences.push(hash);
+        }
+        buffer.extend_from_slice(&hash.to_le_bytes());
+        buffer.extend_from_slice(&day.to_le_bytes());
+        index += 1;
+        if buffer.len() == buffer.capacity() {
+            file.write_all_at(&buffer, offset).map_err(io(temporary))?;
+            offset += buffer.len() as u64;
+            buffer.clear();
+        }
+    }
+    if index != start + count {
+        return Err(corrupt(temporary, "fewer identities were handed over than counted"));
+    }
+    file.write_all_at(&buffer, offset).map_err(io(temporary))?;
+    Ok(written)
 }
 
 /// One open segment: its header and fences; records are read on demand.
@@ -344,34 +452,31 @@ impl IdentityStore {
             super::sort_by_uniform_key(&mut hashes, |hash| *hash);
         }
         hashes.dedup();
-        self.prepare_sorted(name, hashes.into_iter(), day)
+        self.prepare_sorted_parts(name, vec![(hashes.len(), hashes.into_iter())], day)
     }
 
-    /// [`IdentityStore::prepare`] of `hashes` ascending and unique, written as they come
-    /// (a run reads a million out of its table of identities without a copy of them all).
-    /// Hashes out of order fail it, the file removed.
-    pub(crate) fn prepare_sorted(
+    /// [`IdentityStore::prepare`] of hashes ascending and unique, handed over in parts (see
+    /// [`Part`]) written side by side, each on a thread of its own (a run hands a million
+    /// out of its runs of identities at the end, when the other cores are idle). Hashes out
+    /// of order, or parts not of their counts, fail it, the file removed.
+    pub(crate) fn prepare_sorted_parts<I>(
         &self,
         name: &str,
-        hashes: impl Iterator<Item = u128>,
+        parts: Vec<Part<I>>,
         day: i64,
-    ) -> Result<Prepared> {
+    ) -> Result<Prepared>
+    where
+        I: Iterator<Item = u128> + Send,
+    {
         crate::journal::create_private_dir(&self.dir)?;
         let temporary = self.dir.join(format!("c-{name}.prepared.tmp"));
-        let (mut previous, mut ordered) = (None, true);
-        let records = hashes
-            .take_while(|&hash| {
-                ordered = previous.is_none_or(|previous| previous < hash);
-                previous = Some(hash);
-                ordered
-            })
-            .map(|hash| (hash, day_i32(day)));
-        let count = write_records(&temporary, records)?;
-        if !ordered {
-            remove(&temporary)?;
-            return Err(corrupt(&temporary, "the identities were handed over out of order"));
+        match write_parts(&temporary, parts, day_i32(day)) {
+            Ok(count) => Ok(Prepared { name: name.to_owned(), temporary, count, day }),
+            Err(error) => {
+                remove(&temporary)?;
+                Err(error)
+            }
         }
-        Ok(Prepared { name: name.to_owned(), temporary, count, day })
     }
 
     /// Makes a prepared segment part of the store, as [`IdentityStore::add`] of the same
@@ -500,6 +605,35 @@ mod tests {
         // The same name again replaces, not adds.
         store.add("two", vec![hash(20_000)], 101).unwrap();
         assert_eq!(store.open().unwrap().len(), 10_001);
+    }
+
+    /// A segment written in parts, side by side, is byte for byte the one written in one go,
+    /// whichever records the parts' edges fall on (blocks and their fences cross them), and
+    /// empty parts change nothing.
+    #[test]
+    fn a_segment_written_in_parts_is_the_one_written_whole() {
+        let temp = tempfile::tempdir().unwrap();
+        let mut hashes: Vec<u128> = (0..1_000).map(hash).collect();
+        hashes.sort_unstable();
+        let whole = temp.path().join("whole.ids");
+        write_records(&whole, hashes.iter().map(|&h| (h, 100))).unwrap();
+        let expected = fs::read(&whole).unwrap();
+        for edges in [vec![], vec![0], vec![1_000], vec![64], vec![70, 500], vec![1, 2, 3, 999]] {
+            let mut parts = Vec::new();
+            let mut start = 0;
+            for end in edges.iter().copied().chain([hashes.len()]) {
+                parts.push((end - start, hashes[start..end].iter().copied()));
+                start = end;
+            }
+            let path = temp.path().join("parts.ids");
+            assert_eq!(write_parts(&path, parts, 100).unwrap(), 1_000);
+            assert!(fs::read(&path).unwrap() == expected, "edges {edges:?}");
+        }
+        let empty = temp.path().join("empty.ids");
+        write_records(&empty, std::iter::empty()).unwrap();
+        let parts = vec![(0, Vec::new().into_iter()), (0, Vec::new().into_iter())];
+        write_parts(&temp.path().join("none.ids"), parts, 100).unwrap();
+        assert_eq!(fs::read(temp.path().join("none.ids")).unwrap(), fs::read(&empty).unwrap());
     }
 
     #[test]

@@ -221,15 +221,19 @@ impl EventLedger {
         self.identities.prepare(plan, delivered, today)
     }
 
-    /// [`EventLedger::prepare_identities`] of identities ascending and unique, written as
-    /// they come; identities out of order fail it.
-    pub fn prepare_sorted_identities(
+    /// [`EventLedger::prepare_identities`] of identities ascending and unique, handed over in
+    /// parts that follow one another, each with its count, and written side by side;
+    /// identities out of order, or parts not of their counts, fail it.
+    pub fn prepare_sorted_identities<I>(
         &self,
         plan: &str,
-        delivered: impl Iterator<Item = u128>,
+        parts: Vec<(usize, I)>,
         today: i64,
-    ) -> Result<Prepared> {
-        self.identities.prepare_sorted(plan, delivered, today)
+    ) -> Result<Prepared>
+    where
+        I: Iterator<Item = u128> + Send,
+    {
+        self.identities.prepare_sorted_parts(plan, parts, today)
     }
 
     /// [`EventLedger::commit`] with the identities written ahead.
@@ -319,11 +323,23 @@ mod tests {
         assert_eq!(known(&ledger, &["c", "d"]), [false, true]);
         // Handed over sorted, they are written as they come; out of order, they are refused.
         let (low, high) = (hash("a").min(hash("e")), hash("a").max(hash("e")));
-        let sorted = ledger.prepare_sorted_identities("p5", [low, high].into_iter(), 100).unwrap();
+        let part = |hashes: Vec<u128>| (hashes.len(), hashes.into_iter());
+        let sorted =
+            ledger.prepare_sorted_identities("p5", vec![part(vec![low, high])], 100).unwrap();
         assert_eq!(sorted.count(), 2);
-        let refused = ledger.prepare_sorted_identities("p6", [high, low].into_iter(), 100);
+        let refused = ledger.prepare_sorted_identities("p6", vec![part(vec![high, low])], 100);
         assert!(refused.unwrap_err().to_string().contains("out of order"));
         assert!(!ledger.dir.join("identities").join("c-p6.prepared.tmp").exists());
+        // Parts out of order, or not of their counts, are refused too.
+        let swapped =
+            ledger.prepare_sorted_identities("p7", vec![part(vec![high]), part(vec![low])], 100);
+        assert!(swapped.unwrap_err().to_string().contains("out of order"));
+        let short = ledger.prepare_sorted_identities("p8", vec![(3, vec![low].into_iter())], 100);
+        assert!(short.unwrap_err().to_string().contains("fewer identities"));
+        let long =
+            ledger.prepare_sorted_identities("p9", vec![(1, vec![low, high].into_iter())], 100);
+        assert!(long.unwrap_err().to_string().contains("more identities"));
+        assert!(!ledger.dir.join("identities").join("c-p9.prepared.tmp").exists());
     }
 
     #[test]
