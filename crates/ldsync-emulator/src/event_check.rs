@@ -316,8 +316,15 @@ impl<'a> Reader<'a> {
         }
         let mut custom = false;
         loop {
-            if self.key()? {
-                custom = if self.peek() == Some(b'"') {
+            let is_kind = match self.known_key() {
+                Some(is_kind) => is_kind,
+                None => self.key()?,
+            };
+            if is_kind {
+                custom = if self.bytes[self.pos..].starts_with(b"\"custom\"") {
+                    self.pos += 8;
+                    true
+                } else if self.peek() == Some(b'"') {
                     let kind = self.string()?;
                     self.text_is(kind, b"custom")
                 } else {
@@ -336,6 +343,28 @@ impl<'a> Reader<'a> {
                 _ => return Err(self.unexpected("expected `,` or `}` after an object member")),
             }
         }
+    }
+
+    /// An event's key as LaunchDarkly's clients write it (a plain string and its colon, no
+    /// space between), recognised whole (the cursor moves past the colon): whether it is
+    /// `kind`. `None` for any other key, or one written otherwise, which [`Reader::key`] reads.
+    #[inline]
+    fn known_key(&mut self) -> Option<bool> {
+        self.peek();
+        let rest = &self.bytes[self.pos..];
+        let (key, is_kind): (&[u8], bool) = match rest.get(1) {
+            Some(b'k') if rest.starts_with(b"\"kind\":") => (b"\"kind\":", true),
+            Some(b'k') => (b"\"key\":", false),
+            Some(b'c') if rest.starts_with(b"\"creationDate\":") => (b"\"creationDate\":", false),
+            Some(b'c') => (b"\"contextKeys\":", false),
+            Some(b'm') => (b"\"metricValue\":", false),
+            Some(b'd') => (b"\"data\":", false),
+            _ => return None,
+        };
+        rest.starts_with(key).then(|| {
+            self.pos += key.len();
+            is_kind
+        })
     }
 
     /// Any value, inside `depth` open arrays and objects: a string or number at once, the
