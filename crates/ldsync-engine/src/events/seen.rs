@@ -5,7 +5,7 @@
 //! ascending), one after another in memory, and are merged into one ascending sequence only
 //! when the run commits them. Whether a hash is new is answered by a Bloom filter in front of
 //! them, a few bytes a hash: nearly every new hash is told apart by the filter alone, and only
-//! the few it lets through (about one in ten thousand) are looked up in the runs. A hash
+//! the few it lets through (one in tens of thousands, or far fewer) are looked up in the runs. A hash
 //! table of all of them (16 bytes a hash, at most three quarters full, and twice the table
 //! when it grows) cost a million-event run a cache miss per insert and 32 MiB of fresh pages;
 //! the filter of a million hashes is 4 MiB, read front to back as a sorted chunk is checked.
@@ -42,8 +42,9 @@ pub(crate) struct SeenSet {
 /// A block of the filter: one cache line of eight words. A hash sets one bit in each word.
 type Block = [u64; 8];
 
-/// Hashes a block holds before the filter doubles: the filter lets about one new hash in
-/// 30 000 through at this load, one in 200 000 just after it doubles.
+/// Hashes a block holds before the filter doubles. At this load each word has about a quarter
+/// of its bits set, and a new hash passes when its eight bits all are: about one in 30 000
+/// (more in the blocks that hold more than their share), and far fewer just after a doubling.
 const HASHES_PER_BLOCK: usize = 20;
 
 /// Blocks of a new set's filter (64 KiB).
