@@ -58,10 +58,10 @@ impl Default for SeenSet {
 
 impl SeenSet {
     fn with_blocks(blocks: usize) -> Self {
-        debug_assert!(blocks.is_power_of_two());
+        let (filter, shift) = empty_filter(blocks);
         Self {
-            filter: vec![[0; 8]; blocks],
-            shift: 128 - blocks.trailing_zeros(),
+            filter,
+            shift,
             runs: Vec::new(),
             open: Vec::new(),
             len: 0,
@@ -119,7 +119,7 @@ impl SeenSet {
         }
         self.open.push(hash);
         self.len += 1;
-        if self.len > self.filter.len() * HASHES_PER_BLOCK {
+        if self.exact.is_none() && self.len > self.filter.len() * HASHES_PER_BLOCK {
             self.grow_filter(self.len);
         }
         true
@@ -142,9 +142,7 @@ impl SeenSet {
                 return false;
             }
         }
-        for (word, bit) in self.filter[block].iter_mut().zip(bits) {
-            *word |= bit;
-        }
+        set_bits(&mut self.filter[block], bits);
         true
     }
 
@@ -178,17 +176,27 @@ impl SeenSet {
         if self.exact.is_some() || hashes <= self.filter.len() * HASHES_PER_BLOCK {
             return;
         }
-        let blocks = hashes.div_ceil(HASHES_PER_BLOCK).next_power_of_two();
-        let shift = 128 - blocks.trailing_zeros();
-        let mut filter = vec![[0; 8]; blocks];
+        let (mut filter, shift) =
+            empty_filter(hashes.div_ceil(HASHES_PER_BLOCK).next_power_of_two());
         for &hash in self.runs.iter().flatten().chain(&self.open) {
             let (block, bits) = probe(hash, shift);
-            for (word, bit) in filter[block].iter_mut().zip(bits) {
-                *word |= bit;
-            }
+            set_bits(&mut filter[block], bits);
         }
         self.filter = filter;
         self.shift = shift;
+    }
+}
+
+/// A filter of `blocks` blocks (a power of two) with no bit set, and its shift.
+fn empty_filter(blocks: usize) -> (Vec<Block>, u32) {
+    debug_assert!(blocks.is_power_of_two());
+    (vec![[0; 8]; blocks], 128 - blocks.trailing_zeros())
+}
+
+/// Sets a hash's `bits` (from [`probe`]) in its block.
+fn set_bits(block: &mut Block, bits: Block) {
+    for (word, bit) in block.iter_mut().zip(bits) {
+        *word |= bit;
     }
 }
 
@@ -329,7 +337,7 @@ mod tests {
     use super::*;
 
     /// `count` distinct uniform hashes (an odd multiplier is a bijection).
-    fn uniform(count: u128, salt: u128) -> Vec<u128> {
+    pub(super) fn uniform(count: u128, salt: u128) -> Vec<u128> {
         (1..=count)
             .map(|i| (i + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
             .collect()
@@ -460,9 +468,7 @@ mod timing {
     #[test]
     #[ignore = "a timing to run by hand: --release -- --ignored --nocapture"]
     fn timing_of_handing_out_a_million() {
-        let hashes: Vec<u128> = (1..=1_000_000_u128)
-            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
-            .collect();
+        let hashes = super::tests::uniform(1_000_000, 0);
         for _ in 0..5 {
             let mut set = SeenSet::default();
             for chunk in hashes.chunks(16_384) {

@@ -53,6 +53,13 @@ fn day_i32(day: i64) -> i32 {
     i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX })
 }
 
+fn encode(hash: u128, day: i32) -> [u8; RECORD] {
+    let mut record = [0; RECORD];
+    record[..16].copy_from_slice(&hash.to_le_bytes());
+    record[16..].copy_from_slice(&day.to_le_bytes());
+    record
+}
+
 fn decode(bytes: &[u8]) -> Record {
     let hash = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
     let day = i32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
@@ -97,10 +104,7 @@ fn write_records(temporary: &Path, records: impl Iterator<Item = Record>) -> Res
         if count.is_multiple_of(BLOCK as u64) {
             fences.push(hash);
         }
-        let mut record = [0; RECORD];
-        record[..16].copy_from_slice(&hash.to_le_bytes());
-        record[16..].copy_from_slice(&day.to_le_bytes());
-        out.write_all(&record).map_err(io(&temporary))?;
+        out.write_all(&encode(hash, day)).map_err(io(&temporary))?;
         count += 1;
         newest = newest.max(i64::from(day));
     }
@@ -212,8 +216,7 @@ fn write_part(
         if index.is_multiple_of(BLOCK) {
             written.fences.push(hash);
         }
-        buffer.extend_from_slice(&hash.to_le_bytes());
-        buffer.extend_from_slice(&day.to_le_bytes());
+        buffer.extend_from_slice(&encode(hash, day));
         index += 1;
         if buffer.len() == buffer.capacity() {
             file.write_all_at(&buffer, offset).map_err(io(temporary))?;
